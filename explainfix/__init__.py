@@ -1,0 +1,62 @@
+"""ExplainFix: explainable spatially fixed deep networks.
+
+Fix every spatial convolution of a CNN at a steered initialization, explain its
+spatial filters with ExplainSteer, and prune it with ChannelPrune.
+
+The public API is listed in ``__all__``; submodules load on first use so that
+``import explainfix`` stays light.
+"""
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_API = {
+    # spatial layers
+    "is_spatial_conv": "explainfix.spatial",
+    "spatial_convs": "explainfix.spatial",
+    "fix_spatial": "explainfix.spatial",
+    "unfix_spatial": "explainfix.spatial",
+    "NoSpatialConvError": "explainfix.spatial",
+    # kernels
+    "dct_basis": "explainfix.kernels",
+    "frequency_order": "explainfix.kernels",
+    "ones_kernels": "explainfix.kernels",
+    "dct2_kernels": "explainfix.kernels",
+    "ghaar_kernels": "explainfix.kernels",
+    "psine_kernels": "explainfix.kernels",
+    # fixed initializations
+    "list_inits": "explainfix.init",
+    "initialize": "explainfix.init",
+    "InitReport": "explainfix.init",
+    # ExplainSteer
+    "spectra": "explainfix.explain",
+    "Spectra": "explainfix.explain",
+    "spatial_saliency": "explainfix.explain",
+    "explainsteer": "explainfix.explain",
+    # ChannelPrune
+    "channelprune": "explainfix.prune",
+    "PruneReport": "explainfix.prune",
+    "save": "explainfix.checkpoint",
+    "load": "explainfix.checkpoint",
+    # models
+    "create_model": "explainfix.models",
+    "list_models": "explainfix.models",
+}
+
+__all__ = sorted(_API) + ["__version__"]
+
+
+def __getattr__(name: str):
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module 'explainfix' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

@@ -1,0 +1,5 @@
+import sys
+
+from explainfix.cli import main
+
+sys.exit(main())
