@@ -32,6 +32,7 @@ __all__ = [
     "roc_auc",
     "multilabel_auc",
     "study_auc",
+    "aggregate_by_study",
     "AUCResult",
     "BinaryCounts",
     "ConfusionMatrix",
@@ -146,6 +147,41 @@ def multilabel_auc(scores, labels, mask=None, tasks: Sequence[str] | None = None
     return AUCResult(tuple(per_task), mean, names, tuple(counts))
 
 
+def aggregate_by_study(
+    values: torch.Tensor, studies: Sequence[str], reduce: str = "max"
+) -> tuple[list[str], torch.Tensor]:
+    """Aggregate per-image rows into per-study rows (the paper's study-level test AUC).
+
+    Args:
+        values: ``(N, ...)`` per-image predictions (or labels, or masks).
+        studies: ``N`` study ids, e.g. ``[study_id(p) for p in paths]`` or ``batch["meta"]["study"]``.
+        reduce: ``"max"`` (default: a study is positive if any view is) or ``"mean"``.
+
+    Returns:
+        ``(study_ids, aggregated)``: ids in first-seen order and a ``(S, ...)`` tensor
+        (float; ``bool`` for ``bool`` input, where ``"max"`` means "any view").
+
+    Example:
+        >>> aggregate_by_study(torch.tensor([[0.1], [0.7], [0.3]]), ["a", "a", "b"])
+        (['a', 'b'], tensor([[0.7000],
+                [0.3000]]))
+    """
+    values = torch.as_tensor(values)
+    if values.shape[0] != len(studies):
+        raise ValueError(f"got {values.shape[0]} rows of values but {len(studies)} study ids")
+    if reduce not in ("max", "mean"):
+        raise ValueError(f"reduce must be 'max' or 'mean', got {reduce!r}")
+    order = list(dict.fromkeys(studies))
+    lookup = {s: i for i, s in enumerate(order)}
+    group = torch.tensor([lookup[s] for s in studies], dtype=torch.int64)
+    src = values if values.is_floating_point() else values.float()
+    index = group.view(-1, *([1] * (src.dim() - 1))).expand_as(src)
+    out = torch.zeros((len(order), *src.shape[1:]), dtype=src.dtype).scatter_reduce(
+        0, index, src, reduce="amax" if reduce == "max" else "mean", include_self=False
+    )
+    return order, out.bool() if values.dtype == torch.bool else out
+
+
 def study_auc(
     scores, labels, study_ids: Sequence[Hashable], mask=None, tasks: Sequence[str] | None = None
 ) -> AUCResult:
@@ -176,15 +212,10 @@ def study_auc(
         raise ValueError(f"labels shape {tuple(lab.shape)} differs from scores shape {s.shape}")
     y, valid = u_ignore(lab, None if mask is None else torch.as_tensor(_numpy(mask).astype(bool)))
     y, valid = y.numpy(), valid.numpy()
-    order = {sid: i for i, sid in enumerate(dict.fromkeys(ids))}
-    index = np.array([order[sid] for sid in ids])
-    n_studies, n_tasks = len(order), s.shape[1]
-    s_study = np.full((n_studies, n_tasks), -np.inf)
-    np.maximum.at(s_study, index, s)
-    y_study = np.zeros((n_studies, n_tasks))
-    np.maximum.at(y_study, index, np.where(valid, y, 0.0))
-    v_study = np.zeros((n_studies, n_tasks), dtype=bool)
-    np.logical_or.at(v_study, index, valid)
+    _, s_study = aggregate_by_study(torch.from_numpy(s), ids)
+    _, y_study = aggregate_by_study(torch.from_numpy(np.where(valid, y, 0.0)), ids)
+    _, v_study = aggregate_by_study(torch.from_numpy(valid), ids)
+    s_study, y_study, v_study = s_study.numpy(), y_study.numpy(), v_study.numpy()
     # invalid study labels become -1 (uncertain) so that multilabel_auc ignores them
     return multilabel_auc(s_study, np.where(v_study, y_study, -1.0), tasks=tasks)
 
