@@ -63,7 +63,7 @@ DATA_SOURCES: dict[str, DataSource] = {"synthetic": _synthetic}
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="a checkpoint file, or a model name (explainfix.create_model)")
     parser.add_argument("--init", default=None, metavar="METHOD",
-                        help="re-initialize (and fix) the spatial filters first, e.g. dct2, ghaar, psine")
+                        help="re-initialize (and fix) the spatial filters first, e.g. dct2, ghaar, psine; with --data, BatchNorm statistics are then re-estimated from that data")
     parser.add_argument("--seed", type=int, default=0, help="seed of --init and of synthetic data (default 0)")
     parser.add_argument("--in-channels", type=int, default=None, help="input channels of a named model")
     parser.add_argument("--num-classes", type=int, default=None, help="outputs of a named model")
@@ -152,6 +152,10 @@ def run(args: argparse.Namespace) -> int:
     salient = None
     if source is not None:
         loader, target = source(args, option, model)
+        if args.init:  # new filters invalidate the BatchNorm statistics the model had
+            from explainfix import calibrate_batchnorm
+
+            calibrate_batchnorm(model, loader, max_batches=args.batches)
         salient = explainsteer(model, loader, method=args.saliency, target=target,
                                max_batches=args.batches, progress=not args.no_progress)
 

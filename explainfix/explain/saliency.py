@@ -192,8 +192,9 @@ def spatial_saliency(
     Raises:
         NoSpatialConvError: if the model has no spatial convolution.
         ValueError: on an unknown method, ``max_batches < 1``, an empty loader, a
-            batch without a target when ``target`` is ``None``, or a target whose
-            shape does not fit the output.
+            batch without a target when ``target`` is ``None``, a target whose
+            shape does not fit the output, or scores that are not finite (the
+            model overflows; see :func:`explainfix.calibrate_batchnorm`).
 
     Notes:
         The gradient of ``sum y * yhat / stopgrad(yhat)`` is that of ``yhat``
@@ -289,4 +290,12 @@ def spatial_saliency(
     if n_batches == 0:
         raise ValueError("the loader yielded no batch; saliency needs at least one minibatch")
     by_weight = {id(w): t for w, t in zip(weights, totals)}
-    return {name: by_weight[id(module.weight)].clone() for name, module in layers}
+    scores = {name: by_weight[id(module.weight)].clone() for name, module in layers}
+    for name, score in scores.items():
+        if not torch.isfinite(score).all():
+            raise ValueError(
+                f"the saliency of layer {name!r} is not finite: the model's activations or gradients overflow. "
+                "After re-initializing the spatial filters of a model with BatchNorm, re-estimate its statistics "
+                "first (explainfix.calibrate_batchnorm(model, loader)), or run in float64"
+            )
+    return scores
