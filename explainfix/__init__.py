@@ -29,13 +29,18 @@ _API = {
     "psine_kernels": "explainfix.kernels",
     # fixed initializations
     "list_inits": "explainfix.init",
+    "register_init": "explainfix.init",
     "initialize": "explainfix.init",
     "InitReport": "explainfix.init",
+    "calibrate_batchnorm": "explainfix.init.batchnorm",
     # ExplainSteer
     "spectra": "explainfix.explain",
     "Spectra": "explainfix.explain",
     "spatial_saliency": "explainfix.explain",
     "explainsteer": "explainfix.explain",
+    "ExplainSteerResult": "explainfix.explain",
+    "plot_explainsteer": "explainfix.explain",
+    "plot_spectra_lines": "explainfix.explain",
     # ChannelPrune
     "channelprune": "explainfix.prune",
     "PruneReport": "explainfix.prune",
@@ -44,6 +49,17 @@ _API = {
     # models
     "create_model": "explainfix.models",
     "list_models": "explainfix.models",
+    "register_model": "explainfix.models",
+    "UNetD": "explainfix.models",
+    # losses and metrics
+    "ChexpertFocalBCE": "explainfix.train.losses",
+    "PixelBCE": "explainfix.train.losses",
+    "roc_auc": "explainfix.train.metrics",
+    "multilabel_auc": "explainfix.train.metrics",
+    "study_auc": "explainfix.train.metrics",
+    "mcc": "explainfix.train.metrics",
+    "dice": "explainfix.train.metrics",
+    "ConfusionMatrix": "explainfix.train.metrics",
 }
 
 __all__ = sorted(_API) + ["__version__"]
