@@ -21,6 +21,7 @@ import time
 import torch
 import torchvision
 
+from explainfix.fileio import atomic_write
 from explainfix.prune import channelprune, weight_scores
 
 
@@ -128,10 +129,8 @@ def main() -> None:
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     result = {"model": "resnet50", "scores": args.scores, "threads": args.threads, "repeat": args.repeat, "input": [1, 3, args.size, args.size], "rows": rows,
               "zero_loop_s_extrapolated": loop_s, "zero_vectorised_s": vec_s}
-    tmp = args.out + ".tmp"
-    with open(tmp, "w") as f:
+    with atomic_write(args.out, "w") as f:
         json.dump(result, f, indent=2)
-    os.replace(tmp, args.out)
     print(f"wrote {args.out}")
 
 

@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from explainfix.fileio import atomic_write
 from explainfix.data import (
     TASKS,
     BBBC038v1,
@@ -148,9 +149,8 @@ def main(argv=None) -> int:
         "results": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_file = args.out.with_suffix(".json.tmp")
-    tmp_file.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp_file, args.out)
+    with atomic_write(args.out, "w") as f:
+        json.dump(payload, f, indent=2)
     print(f"wrote {args.out}")
     return 0
 

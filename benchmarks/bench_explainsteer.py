@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,6 +20,7 @@ import torch
 import torchvision
 
 from explainfix import explainsteer, spatial_saliency
+from explainfix.fileio import atomic_write
 
 
 def plain_passes(model, batches):
@@ -90,10 +89,8 @@ def main() -> int:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    with os.fdopen(fd, "w") as handle:
+    with atomic_write(out, "w") as handle:
         json.dump(result, handle, indent=1)
-    os.replace(tmp, out)
     print(f"wrote {out}")
     return 0
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import torch
 import torchvision
 
 from explainfix import initialize, list_inits, spatial_convs
+from explainfix.fileio import atomic_write
 
 
 def best_of(fn, repeats: int) -> float:
@@ -76,9 +76,8 @@ def main() -> None:
         "ratio_to_kaiming": {k: v / baseline for k, v in rows.items()},
         "torch": torch.__version__,
     }
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, out)
+    with atomic_write(out, "w") as f:
+        json.dump(result, f, indent=2)
     print(f"wrote {out}")
 
 

@@ -22,11 +22,12 @@ from __future__ import annotations
 import io
 import os
 import pickle
-import tempfile
 from typing import Any
 
 import torch
 from torch import nn
+
+from .fileio import atomic_write
 
 __all__ = ["save", "load", "FORMAT", "VERSION"]
 
@@ -80,17 +81,8 @@ def save(
         "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
         "training": {n: m.training for n, m in model.named_modules()},
     }
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_write(path, fsync=True) as f:
+        torch.save(payload, f)
     return path
 
 

@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -186,6 +186,33 @@ def _chunks(n: int, size: int) -> Iterator[tuple[int, int]]:
         yield start, min(n, start + size)
 
 
+def _setup(n, shape, dtype: torch.dtype, generator: torch.Generator | None, device):
+    """Checked ``(n, shape)``, the dtype to compute in and the device to draw on."""
+    return _count(n), _as_shape(shape), _work_dtype(dtype), _work_device(generator, device)
+
+
+def _in_chunks(
+    n: int,
+    shape: tuple[int, ...],
+    elements_per_kernel: int,
+    make: Callable[[int, int], torch.Tensor],
+    *,
+    dtype: torch.dtype,
+    device: torch.device,
+    order: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``(n, *shape)`` kernels made chunk by chunk, so no intermediate exceeds ``_CHUNK_ELEMENTS``.
+
+    ``make(start, stop)`` returns the kernels of positions ``start:stop`` of ``order``
+    (default: kernels ``start:stop``); chunks are made in increasing ``start``, so random
+    numbers are drawn in the same order whatever the chunk size.
+    """
+    out = torch.empty(n, *shape, dtype=dtype, device=device)
+    for a, b in _chunks(n, _CHUNK_ELEMENTS // elements_per_kernel):
+        out[slice(a, b) if order is None else order[a:b]] = make(a, b)
+    return out
+
+
 def _grid(n: int, dtype: torch.dtype, device) -> torch.Tensor:
     """``linspace(0, pi, n)``: the sampling points of the sinusoids of GHaar and Psine."""
     return torch.linspace(0.0, math.pi, n, dtype=dtype, device=device)
@@ -232,8 +259,7 @@ def ones_kernels(
         >>> ones_kernels(2, (3, 3)).sum().item()
         18.0
     """
-    n, shape = _count(n), _as_shape(shape)
-    _work_dtype(dtype)
+    n, shape, _, _ = _setup(n, shape, dtype, generator, device)
     return torch.ones(n, *shape, dtype=dtype, device=device)
 
 
@@ -285,9 +311,7 @@ def dct2_kernels(
         >>> torch.allclose(k.reshape(9, 9) @ k.reshape(9, 9).T, torch.eye(9), atol=1e-6)
         True
     """
-    n, shape = _count(n), _as_shape(shape)
-    work = _work_dtype(dtype)
-    wdev = _work_device(generator, device)
+    n, shape, work, wdev = _setup(n, shape, dtype, generator, device)
     basis = dct_basis(shape, dtype=work, device=wdev)
     idx = dct2_indices(n, basis.shape[0], generator=generator, device=wdev)
     return basis[idx].to(dtype=dtype, device=device)
@@ -411,14 +435,13 @@ def ghaar_kernels(
         >>> ghaar_kernels(4, (3, 3), generator=torch.Generator().manual_seed(0)).shape
         torch.Size([4, 3, 3])
     """
-    n, shape = _count(n), _as_shape(shape)
-    work = _work_dtype(dtype)
-    wdev = _work_device(generator, device)
-    out = torch.empty(n, *shape, dtype=work, device=wdev)
-    size = _CHUNK_ELEMENTS // math.prod(shape)
-    for a, b in _chunks(n, size):
+    n, shape, work, wdev = _setup(n, shape, dtype, generator, device)
+
+    def make(a: int, b: int) -> torch.Tensor:
         params = ghaar_params(b - a, shape, generator=generator, dtype=work, device=wdev)
-        out[a:b] = ghaar_from_params(params, shape, normalize=normalize)
+        return ghaar_from_params(params, shape, normalize=normalize)
+
+    out = _in_chunks(n, shape, math.prod(shape), make, dtype=work, device=wdev)
     return out.to(dtype=dtype, device=device)
 
 
@@ -574,19 +597,18 @@ def psine_kernels(
         >>> torch.allclose(k.flatten(1).norm(dim=1), torch.ones(4))
         True
     """
-    n, shape = _count(n), _as_shape(shape)
-    work = _work_dtype(dtype)
-    wdev = _work_device(generator, device)
+    n, shape, work, wdev = _setup(n, shape, dtype, generator, device)
     u = torch.rand(n, generator=generator, dtype=torch.float64, device=wdev)
     terms = (3 + torch.pow(2.0, 6 * u)).long()
     # process kernels with similar numbers of terms together: little padding
     order = torch.argsort(terms, stable=True)
-    out = torch.empty(n, *shape, dtype=work, device=wdev)
-    size = _CHUNK_ELEMENTS // (PSINE_MAX_TERMS * math.prod(shape))
-    for a, b in _chunks(n, size):
-        idx = order[a:b]
+
+    def make(a: int, b: int) -> torch.Tensor:
         params = psine_params(
-            b - a, shape, terms=terms[idx], max_frequency=max_frequency, generator=generator, dtype=work, device=wdev
+            b - a, shape, terms=terms[order[a:b]], max_frequency=max_frequency, generator=generator, dtype=work,
+            device=wdev,
         )
-        out[idx] = psine_from_params(params, shape)
+        return psine_from_params(params, shape)
+
+    out = _in_chunks(n, shape, PSINE_MAX_TERMS * math.prod(shape), make, dtype=work, device=wdev, order=order)
     return out.to(dtype=dtype, device=device)

@@ -51,12 +51,15 @@ def spatial_convs(model: nn.Module) -> Iterator[tuple[str, nn.modules.conv._Conv
             yield name, module
 
 
-def _require_spatial(model: nn.Module) -> list[tuple[str, nn.modules.conv._ConvNd]]:
+def _require_spatial(
+    model: nn.Module, there_is: str = "nothing to fix, explain or prune"
+) -> list[tuple[str, nn.modules.conv._ConvNd]]:
+    """``list(spatial_convs(model))``, or ``NoSpatialConvError`` ending "there is <there_is>" when empty."""
     layers = list(spatial_convs(model))
     if not layers:
         raise NoSpatialConvError(
             f"{type(model).__name__} has no spatial convolution (Conv/ConvTranspose with a kernel > 1 "
-            "in every dimension); there is nothing to fix, explain or prune"
+            f"in every dimension); there is {there_is}"
         )
     return layers
 

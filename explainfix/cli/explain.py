@@ -13,66 +13,26 @@ Examples::
     explainfix explain --model resnet50 --init ghaar --out out/explain
     explainfix explain --model resnet50 --data synthetic --batches 15 --out out/explain
     explainfix explain --model path/to/checkpoint.pt --data synthetic --format png pdf --out out/explain
+    explainfix explain --model densenet121 --data chexpert:data/CheXpert-v1.0-small --image-size 320 --out out/explain
+
+``--data`` sources are those of :mod:`explainfix.cli._common` (synthetic, chexpert, bbbc038, folder, csv).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from pathlib import Path
-from typing import Callable, Iterable
 
-import torch
-from torch import nn
+from ..fileio import atomic_write
+from ._common import add_data_arguments, add_model_arguments, data_source, model_from_args, parse_data_spec
 
 HELP = "ExplainSteer: DCT-II energy spectra of a model's spatial filters, as pictures and JSON"
 
-DataSource = Callable[[argparse.Namespace, str, nn.Module], tuple[Iterable, Callable | None]]
-
-
-def _first_conv(model: nn.Module) -> nn.modules.conv._ConvNd:
-    for module in model.modules():
-        if isinstance(module, nn.modules.conv._ConvNd):
-            return module
-    raise ValueError(f"{type(model).__name__} has no convolution; cannot infer the input shape for --data")
-
-
-def _synthetic(args: argparse.Namespace, option: str, model: nn.Module):
-    """Random images of ``--image-size`` and random multi-hot targets (no dataset needed)."""
-    if option:
-        raise ValueError(f"--data synthetic takes no option, got {option!r}")
-    conv = _first_conv(model)
-    in_channels = conv.in_channels
-    d = len(conv.kernel_size)
-    generator = torch.Generator().manual_seed(args.seed)
-    shape = (args.batch_size, in_channels, *([args.image_size] * d))
-    batches = [torch.rand(shape, generator=generator) for _ in range(args.batches)]
-
-    def random_multi_hot(output: torch.Tensor, batch) -> torch.Tensor:
-        return (torch.rand(output.shape, generator=generator) < 0.5).to(output.dtype)
-
-    return batches, random_multi_hot
-
-
-#: ``--data NAME[:OPTION]`` -> function(args, option, model) -> (loader, target or None).
-#: A loader yielding ``(x, y)`` pairs returns target None; see ``explainfix.spatial_saliency``.
-DATA_SOURCES: dict[str, DataSource] = {"synthetic": _synthetic}
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="a checkpoint file, or a model name (explainfix.create_model)")
-    parser.add_argument("--init", default=None, metavar="METHOD",
-                        help="re-initialize (and fix) the spatial filters first, e.g. dct2, ghaar, psine; with --data, BatchNorm statistics are then re-estimated from that data")
-    parser.add_argument("--seed", type=int, default=0, help="seed of --init and of synthetic data (default 0)")
-    parser.add_argument("--in-channels", type=int, default=None, help="input channels of a named model")
-    parser.add_argument("--num-classes", type=int, default=None, help="outputs of a named model")
-    parser.add_argument("--data", default=None, metavar="SOURCE",
-                        help="data for saliency-weighted spectra: " + ", ".join(sorted(DATA_SOURCES))
-                        + " (NAME[:OPTION]); without it only uniform spectra are computed")
-    parser.add_argument("--batches", type=int, default=15, metavar="M", help="minibatches for saliency (default 15)")
-    parser.add_argument("--batch-size", type=int, default=4, help="synthetic minibatch size (default 4)")
-    parser.add_argument("--image-size", type=int, default=64, help="synthetic image size (default 64)")
+    add_model_arguments(parser)
+    add_data_arguments(parser, purpose="saliency-weighted spectra (without it only uniform spectra are computed); "
+                       "with --init, BatchNorm statistics are then re-estimated from it")
     parser.add_argument("--saliency", default="grad_x_weight", choices=["grad_x_weight", "grad"],
                         help="saliency method (default grad_x_weight, Eq. 4)")
     parser.add_argument("--skip", action="append", default=[], metavar="LAYER",
@@ -85,53 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _from_checkpoint(path: Path) -> nn.Module:
-    from explainfix.checkpoint import load
-
-    model = load(path)
-    if not isinstance(model, nn.Module):
-        raise RuntimeError(f"{path} did not load to a model (got {type(model).__name__})")
-    return model
-
-
-def _from_name(name: str, in_channels: int | None, num_classes: int | None) -> nn.Module:
-    from explainfix.models import create_model
-
-    return create_model(name, in_chans=in_channels, num_classes=num_classes)
-
-
-def resolve_model(spec: str, in_channels: int | None = None, num_classes: int | None = None) -> nn.Module:
-    """A model from a checkpoint path (if the file exists) or a registered name."""
-    path = Path(spec)
-    if path.is_file():
-        return _from_checkpoint(path)
-    if os.sep in spec or spec.endswith((".pt", ".pth", ".ckpt")):
-        raise FileNotFoundError(f"no checkpoint file at {spec}")
-    return _from_name(spec, in_channels, num_classes)
-
-
-def _data_source(spec: str) -> tuple[DataSource, str]:
-    """``NAME[:OPTION]`` -> (registered data source, option)."""
-    name, _, option = spec.partition(":")
-    source = DATA_SOURCES.get(name)
-    if source is None:
-        raise ValueError(f"unknown --data source {name!r}; choose one of {sorted(DATA_SOURCES)}")
-    return source, option
-
-
 def _write_json(data: dict, path: Path) -> None:
-    from explainfix.explain.plot import _umask
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=1)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path, "w") as handle:
+        json.dump(data, handle, indent=1)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -141,17 +57,15 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batches < 1 or args.batch_size < 1 or args.image_size < 1:
         raise ValueError("--batches, --batch-size and --image-size must be positive")
-    source, option = _data_source(args.data) if args.data else (None, "")
-    model = resolve_model(args.model, args.in_channels, args.num_classes)
-    if args.init:
-        from explainfix import initialize
-
-        initialize(model, args.init, seed=args.seed)
+    if args.data:
+        parse_data_spec(args.data)  # an unknown source fails before any work
+    model, _ = model_from_args(args)
     model = model.to(args.device)
     uniform = explainsteer(model)
     salient = None
-    if source is not None:
-        loader, target = source(args, option, model)
+    if args.data:
+        loader, target = data_source(args.data, model, batches=args.batches, batch_size=args.batch_size,
+                                     image_size=args.image_size, seed=args.seed)
         if args.init:  # new filters invalidate the BatchNorm statistics the model had
             from explainfix import calibrate_batchnorm
 

@@ -46,10 +46,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import Dataset
 
 from .images import read_image, read_mask
-from .loaders import check_index, unpack_key
+from .loaders import ItemDataset, check_index
 from .rle import rle_decode_union
 from .transforms import Transform, center_mean
 
@@ -108,7 +107,7 @@ def read_solution_csv(
     return frame
 
 
-class BBBC038v1(Dataset):
+class BBBC038v1(ItemDataset):
     """BBBC038v1 nuclei images with binary (union of instances) masks.
 
     Args:
@@ -128,8 +127,6 @@ class BBBC038v1(Dataset):
             ``Height`` / ``Width`` that disagrees with the image, or an RLE that runs off the
             image (naming file and row). Image-level problems surface when the item is read.
     """
-
-    accepts_seeded_keys = True  # dataset[(index, seed)] seeds this item's augmentation
 
     def __init__(
         self,
@@ -231,23 +228,19 @@ class BBBC038v1(Dataset):
             return self._mask_from_pngs(image_id, shape)
         return self._mask_from_rles(image_id, shape)
 
-    def __getitem__(self, key) -> dict:
-        index, generator = unpack_key(key)
-        image_id = self._ids[check_index(index, len(self), "BBBC038v1")]
+    def _item(self, index: int) -> dict:
+        image_id = self._ids[index]
         path = self._image_file(image_id)
         image = read_image(path, channels=3, where=f"image of {image_id}")
         mask = self._merged_mask(image_id, tuple(image.shape[-2:]))
         if self.mean is not None:
             image = center_mean(image, self.mean)
-        item = {
+        return {
             "image": image,
             "target": mask.unsqueeze(0).float(),
             "target_mask": torch.ones((1, *mask.shape), dtype=torch.bool),
             "meta": {"id": image_id, "path": str(path)},
         }
-        if self.transform is not None:
-            item = self.transform(item, generator)
-        return item
 
     def __repr__(self) -> str:
         return (

@@ -38,10 +38,9 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import Dataset
 
 from .images import read_image
-from .loaders import check_index, split_indices, unpack_key
+from .loaders import ItemDataset, split_indices
 from .transforms import Transform, chexpert_train_transform
 from ..train.metrics import aggregate_by_study
 
@@ -172,7 +171,7 @@ def study_id(path: str) -> str:
     return f"{parts[-3]}/{parts[-2]}"
 
 
-class CheXpert(Dataset):
+class CheXpert(ItemDataset):
     """CheXpert images with five-task labels under an explicit uncertainty policy.
 
     Args:
@@ -189,8 +188,6 @@ class CheXpert(Dataset):
         FileNotFoundError: missing CSV. ``ValueError``: bad columns / labels (at construction);
         missing or corrupt image (when the item is read), naming file and CSV row.
     """
-
-    accepts_seeded_keys = True  # dataset[(index, seed)] seeds this item's augmentation
 
     def __init__(
         self,
@@ -271,22 +268,17 @@ class CheXpert(Dataset):
         """The resolved image file of item ``i``."""
         return resolve_chexpert_path(self.root, self._paths[i].decode("utf-8"))
 
-    def __getitem__(self, key) -> dict:
-        index, generator = unpack_key(key)
-        index = check_index(index, len(self), "CheXpert")
+    def _item(self, index: int) -> dict:
         row, path = int(self._rows[index]), self._paths[index].decode("utf-8")
         image = read_image(
             self.image_file(index), channels=1, where=f"{self.csv_file} row {row}"
         )
-        item = {
+        return {
             "image": image,
             "target": self._target[index].clone(),
             "target_mask": self._mask[index].clone(),
             "meta": {"row": row, "path": path, "study": study_id(path)},
         }
-        if self.transform is not None:
-            item = self.transform(item, generator)
-        return item
 
     def __repr__(self) -> str:
         return (

@@ -20,16 +20,15 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import Dataset
 
 from .images import IMAGE_EXTENSIONS, read_image, read_mask
-from .loaders import check_index, unpack_key
+from .loaders import ItemDataset
 from .transforms import Transform
 
 __all__ = ["ImageFolderDataset", "CSVDataset"]
 
 
-class ImageFolderDataset(Dataset):
+class ImageFolderDataset(ItemDataset):
     """Single-label classification from ``root/<class name>/<image>``.
 
     Classes are the sub-folder names in sorted order (or ``classes``); images are the files
@@ -49,8 +48,6 @@ class ImageFolderDataset(Dataset):
         FileNotFoundError: ``root`` or a named class folder is missing.
         ValueError: no class folders, or a class folder without images.
     """
-
-    accepts_seeded_keys = True  # dataset[(index, seed)] seeds this item's augmentation
 
     def __init__(
         self,
@@ -96,21 +93,18 @@ class ImageFolderDataset(Dataset):
         """Class index of every item."""
         return self._labels
 
-    def __getitem__(self, key) -> dict:
-        index, generator = unpack_key(key)
-        index = check_index(index, len(self), "ImageFolderDataset")
+    def _item(self, index: int) -> dict:
         path = str(self._files[index])
         label = self._labels[index]
-        item = {
+        return {
             "image": read_image(path, channels=self.channels),
             "target": label.clone(),
             "target_mask": torch.tensor(True),
             "meta": {"path": path, "class": self.classes[int(label)]},
         }
-        return self.transform(item, generator) if self.transform is not None else item
 
 
-class CSVDataset(Dataset):
+class CSVDataset(ItemDataset):
     """Images listed in a CSV, with label columns (multi-label) or a mask column (segmentation).
 
     Args:
@@ -131,8 +125,6 @@ class CSVDataset(Dataset):
         ValueError: missing columns, a non-numeric label, an empty path, or a mask whose size
             differs from its image (naming file and row).
     """
-
-    accepts_seeded_keys = True  # dataset[(index, seed)] seeds this item's augmentation
 
     def __init__(
         self,
@@ -193,9 +185,7 @@ class CSVDataset(Dataset):
         p = Path(value)
         return p if p.is_absolute() else self.root / p
 
-    def __getitem__(self, key) -> dict:
-        index, generator = unpack_key(key)
-        index = check_index(index, len(self), "CSVDataset")
+    def _item(self, index: int) -> dict:
         where = f"{self.csv_file} row {index}"
         path = self._file(str(self._paths[index]))
         image = read_image(path, channels=self.channels, where=where)
@@ -211,10 +201,9 @@ class CSVDataset(Dataset):
             target_mask = torch.ones_like(target, dtype=torch.bool)
         else:
             target, target_mask = self._target[index].clone(), self._target_mask[index].clone()
-        item = {
+        return {
             "image": image,
             "target": target,
             "target_mask": target_mask,
             "meta": {"row": index, "path": str(path)},
         }
-        return self.transform(item, generator) if self.transform is not None else item

@@ -10,7 +10,7 @@ augmentation then draws from torch's global RNG (which the DataLoader seeds per 
 
 Example:
     >>> train = make_loader(dataset, batch_size=4, train=True, seed=0, num_samples=15_000)  # doctest: +SKIP
-    >>> for batch in train:
+    >>> for batch in train:  # doctest: +SKIP
     ...     x, y, m = batch["image"], batch["target"], batch["target_mask"]
 """
 from __future__ import annotations
@@ -33,6 +33,7 @@ __all__ = [
     "split_indices",
     "as_xy",
     "XYDataset",
+    "ItemDataset",
     "unpack_key",
     "accepts_seeded_keys",
     "seed_worker",
@@ -65,6 +66,27 @@ def check_index(index: int, length: int, name: str) -> int:
     if not 0 <= index < length:
         raise IndexError(f"{name} index {index} out of range for {length} items")
     return index
+
+
+class ItemDataset(Dataset):
+    """Base of the item-dict datasets: the key protocol and the transform, in one place.
+
+    ``dataset[key]`` takes a plain ``int`` (negative counts from the end) or a seeded key
+    ``(index, seed)`` (see :func:`unpack_key`), reads the item with :meth:`_item` and applies
+    ``self.transform(item, generator)`` when a transform is set. Subclasses define
+    ``__len__``, ``_item(index) -> dict`` and an attribute ``transform``.
+    """
+
+    accepts_seeded_keys = True  # dataset[(index, seed)] seeds this item's augmentation
+    transform = None
+
+    def _item(self, index: int) -> dict:
+        raise NotImplementedError
+
+    def __getitem__(self, key) -> dict:
+        index, generator = unpack_key(key)
+        item = self._item(check_index(index, len(self), type(self).__name__))
+        return self.transform(item, generator) if self.transform is not None else item
 
 
 class SeededSampler(Sampler):
@@ -162,7 +184,7 @@ def as_xy(dataset: Dataset) -> XYDataset:
 
     Example:
         >>> loader = make_loader(as_xy(dataset), batch_size=4, train=False)  # doctest: +SKIP
-        >>> x, y = next(iter(loader))
+        >>> x, y = next(iter(loader))  # doctest: +SKIP
     """
     return XYDataset(dataset)
 

@@ -9,7 +9,7 @@ from torch import nn
 
 from explainfix.explain.saliency import spatial_saliency
 from explainfix.explain.spectra import Spectra, spectra
-from explainfix.spatial import NoSpatialConvError, spatial_convs
+from explainfix.spatial import _require_spatial
 
 __all__ = ["LayerSpectra", "ExplainSteerResult", "explainsteer", "shape_label"]
 
@@ -199,12 +199,7 @@ def explainsteer(
     """
     if loader is None and saliency_options:
         raise ValueError(f"saliency options {sorted(saliency_options)} need a loader")
-    layers = list(spatial_convs(model))
-    if not layers:
-        raise NoSpatialConvError(
-            f"{type(model).__name__} has no spatial convolution (Conv/ConvTranspose with a kernel > 1 in every "
-            "dimension); there is nothing to explain"
-        )
+    layers = _require_spatial(model, "nothing to explain")
     scores = None
     method = None
     if loader is not None:

@@ -7,7 +7,6 @@ save it with :func:`save_figure` (PNG, PDF or SVG).
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -16,19 +15,13 @@ import torch
 
 from explainfix.explain.explainsteer import ExplainSteerResult, shape_label
 from explainfix.explain.spectra import Spectra
+from explainfix.fileio import atomic_write
 
 __all__ = ["plot_ed_heatmap", "plot_explainsteer", "plot_spectra_lines", "save_figure", "FIGURE_FORMATS"]
 
 FIGURE_FORMATS = ("png", "pdf", "svg")
 #: default dynamic range of logarithmic colour scales, in decades
 LOG_DECADES = 4
-
-
-def _umask() -> int:
-    """The process umask (read without changing it for longer than a call)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _norm(values: np.ndarray, *, log: bool, vmin: float | None, vmax: float | None):
@@ -311,15 +304,7 @@ def save_figure(fig, path: str | os.PathLike, formats: Sequence[str] = ("png",),
     written = []
     for fmt in formats:
         target = base.with_suffix("." + fmt)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                fig.savefig(handle, format=fmt, dpi=dpi)
-            os.chmod(tmp, 0o666 & ~_umask())
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_write(target) as handle:
+            fig.savefig(handle, format=fmt, dpi=dpi)
         written.append(target)
     return written

@@ -13,7 +13,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from explainfix.spatial import NoSpatialConvError, spatial_convs
+from explainfix.spatial import _require_spatial
 
 __all__ = ["spatial_saliency", "as_target", "SALIENCY_METHODS", "INPUT_KEYS", "TARGET_KEYS"]
 
@@ -228,12 +228,7 @@ def spatial_saliency(
         raise ValueError(f"max_batches must be >= 1 or None, got {max_batches}")
     if target is not None and not callable(target):
         raise ValueError(f"target must be None or a callable(output, batch) -> y, got {type(target).__name__}")
-    layers = list(spatial_convs(model))
-    if not layers:
-        raise NoSpatialConvError(
-            f"{type(model).__name__} has no spatial convolution (Conv/ConvTranspose with a kernel > 1 in every "
-            "dimension); there is no kernel to score"
-        )
+    layers = _require_spatial(model, "no kernel to score")
     weights: list[nn.Parameter] = []  # unique weights (a weight may be shared by several layers)
     for _, module in layers:
         if not any(module.weight is w for w in weights):

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import torch
 
-from explainfix.kernels import dct_basis, frequency_order
+from explainfix.kernels import _as_shape, dct_basis, frequency_order
 
 __all__ = ["Spectra", "spectra", "spectra_from_energy"]
 
@@ -70,10 +70,7 @@ def _kernel_shape(F: torch.Tensor, shape: Sequence[int] | None) -> tuple[int, ..
                 f"F must have shape (n, *kernel_shape), got {tuple(F.shape)}; pass shape= for flattened kernels"
             )
         return tuple(int(s) for s in F.shape[1:])
-    shape = (int(shape),) if isinstance(shape, int) else tuple(int(s) for s in shape)
-    if not shape or any(s < 1 for s in shape):
-        raise ValueError(f"kernel shape must be a non-empty sequence of positive sizes, got {shape!r}")
-    return shape
+    return _as_shape(shape)
 
 
 def _work_dtype(dtype: torch.dtype) -> torch.dtype:

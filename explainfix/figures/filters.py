@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from explainfix import kernels as K
+from explainfix.fileio import atomic_write
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -289,9 +290,8 @@ def plot_guided_steer_filters(
 
 
 def _save(fig, path: Path) -> Path:
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, format=path.suffix[1:], dpi=150)
-    os.replace(tmp, path)
+    with atomic_write(path) as handle:
+        fig.savefig(handle, format=path.suffix[1:], dpi=150)
     return path
 
 

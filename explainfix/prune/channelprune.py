@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterable, Mapping
 import torch
 from torch import nn
 
-from ..spatial import NoSpatialConvError, spatial_convs
+from ..spatial import _require_spatial, spatial_convs
 from . import graph
 from .fillzero import FILLS, fill_zeros
 from .report import PruneReport
@@ -41,9 +41,7 @@ def check_scores(model: nn.Module, scores: Mapping[str, torch.Tensor]) -> list[t
         NoSpatialConvError: the model has no spatial convolution.
         ValueError: a missing or unknown layer name, a wrong shape, or a non-finite score.
     """
-    layers = list(spatial_convs(model))
-    if not layers:
-        raise NoSpatialConvError(f"{type(model).__name__} has no spatial convolution; there is nothing to prune")
+    layers = _require_spatial(model, "nothing to prune")
     if not isinstance(scores, Mapping):
         raise ValueError(f"scores must be a dict {{layer name: tensor}}, got {type(scores).__name__}")
     names = {n for n, _ in layers}
@@ -186,8 +184,7 @@ def channelprune(
         raise ValueError(
             "pass exactly one of scores= (e.g. explainfix.prune.weight_scores(model)) or loader= (saliency)"
         )
-    if not any(True for _ in spatial_convs(model)):
-        raise NoSpatialConvError(f"{type(model).__name__} has no spatial convolution; there is nothing to prune")
+    _require_spatial(model, "nothing to prune")
     if scores is not None:
         check_scores(model, scores)
     if example_inputs is None:
@@ -327,12 +324,7 @@ def _outputs(model: nn.Module, example_inputs) -> list[torch.Tensor]:
     flags = {m: m.training for m in model.modules()}
     model.eval()
     try:
-        if isinstance(example_inputs, dict):
-            out = model(**example_inputs)
-        elif isinstance(example_inputs, (tuple, list)):
-            out = model(*example_inputs)
-        else:
-            out = model(example_inputs)
+        out = graph.run_model(model, example_inputs)
     finally:
         for m, flag in flags.items():
             m.training = flag

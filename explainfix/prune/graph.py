@@ -151,18 +151,22 @@ class _Trace:
     def forward(self, model, example_inputs):
         handles = [m.register_forward_hook(self.hook) for m in model.modules() if isinstance(m, _TRACKED)]
         try:
-            if isinstance(example_inputs, dict):
-                out = model(**example_inputs)
-            elif isinstance(example_inputs, (tuple, list)):
-                out = model(*example_inputs)
-            else:
-                out = model(example_inputs)
+            out = run_model(model, example_inputs)
         finally:
             for h in handles:
                 h.remove()
         self.outputs = [t for t in _flatten(out) if isinstance(t, torch.Tensor) and t.grad_fn is not None]
         self.output_fns = {t.grad_fn for t in self.outputs}
         return out
+
+
+def run_model(model: nn.Module, example_inputs: Any):
+    """``model(**inputs)`` for a dict, ``model(*inputs)`` for a tuple / list, else ``model(inputs)``."""
+    if isinstance(example_inputs, dict):
+        return model(**example_inputs)
+    if isinstance(example_inputs, (tuple, list)):
+        return model(*example_inputs)
+    return model(example_inputs)
 
 
 def _flatten(obj) -> list:

@@ -113,6 +113,18 @@ class AUCResult:
         return {**dict(zip(self.tasks, self.per_task)), "mean": self.mean}
 
 
+def _scores_and_labels(scores, labels, mask) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Checked ``(N, T)`` float64 scores, U-Ignore labels and their validity, as numpy arrays."""
+    s = _numpy(scores).astype(np.float64)
+    if s.ndim != 2:
+        raise ValueError(f"scores must be (N, T), got shape {s.shape}")
+    lab = torch.as_tensor(_numpy(labels).astype(np.float64))
+    if tuple(lab.shape) != s.shape:
+        raise ValueError(f"labels shape {tuple(lab.shape)} differs from scores shape {s.shape}")
+    y, valid = u_ignore(lab, None if mask is None else torch.as_tensor(_numpy(mask).astype(bool)))
+    return s, y.numpy(), valid.numpy()
+
+
 def multilabel_auc(scores, labels, mask=None, tasks: Sequence[str] | None = None) -> AUCResult:
     """ROC AUC of each task of a multi-label problem, ignoring uncertain / masked labels.
 
@@ -125,14 +137,7 @@ def multilabel_auc(scores, labels, mask=None, tasks: Sequence[str] | None = None
     Returns:
         An :class:`AUCResult`.
     """
-    s = _numpy(scores).astype(np.float64)
-    if s.ndim != 2:
-        raise ValueError(f"scores must be (N, T), got shape {s.shape}")
-    lab = torch.as_tensor(_numpy(labels).astype(np.float64))
-    if tuple(lab.shape) != s.shape:
-        raise ValueError(f"labels shape {tuple(lab.shape)} differs from scores shape {s.shape}")
-    y, valid = u_ignore(lab, None if mask is None else torch.as_tensor(_numpy(mask).astype(bool)))
-    y, valid = y.numpy(), valid.numpy()
+    s, y, valid = _scores_and_labels(scores, labels, mask)
     names = tuple(tasks) if tasks is not None else tuple(f"task{t}" for t in range(s.shape[1]))
     if len(names) != s.shape[1]:
         raise ValueError(f"{len(names)} task names for {s.shape[1]} tasks")
@@ -201,17 +206,10 @@ def study_auc(
     Returns:
         An :class:`AUCResult` over studies.
     """
-    s = _numpy(scores).astype(np.float64)
-    if s.ndim != 2:
-        raise ValueError(f"scores must be (N, T), got shape {s.shape}")
+    s, y, valid = _scores_and_labels(scores, labels, mask)
     ids = list(study_ids)
     if len(ids) != s.shape[0]:
         raise ValueError(f"{len(ids)} study ids for {s.shape[0]} images")
-    lab = torch.as_tensor(_numpy(labels).astype(np.float64))
-    if tuple(lab.shape) != s.shape:
-        raise ValueError(f"labels shape {tuple(lab.shape)} differs from scores shape {s.shape}")
-    y, valid = u_ignore(lab, None if mask is None else torch.as_tensor(_numpy(mask).astype(bool)))
-    y, valid = y.numpy(), valid.numpy()
     _, s_study = aggregate_by_study(torch.from_numpy(s), ids)
     _, y_study = aggregate_by_study(torch.from_numpy(np.where(valid, y, 0.0)), ids)
     _, v_study = aggregate_by_study(torch.from_numpy(valid), ids)
