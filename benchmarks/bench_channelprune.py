@@ -7,7 +7,9 @@ compared with a per-kernel Python loop (timed on a slice, extrapolated).
 
     .venv/bin/python benchmarks/bench_channelprune.py [--size 224] [--threads 2] [--scores saliency]
 
-Scores are weight magnitudes (default) or Eq. 4 saliency on 15 synthetic batches of 4.
+Scores are weight magnitudes (default) or Eq. 4 saliency on 15 synthetic batches of 4. Forward
+latency before / after pruning comes from explainfix.prune.compare_latency (the two models
+interleaved, median and IQR of --latency-repeats passes, batch 1 and 4).
 Writes out/bench/channelprune.json (or channelprune_saliency.json).
 """
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch
 import torchvision
 
 from explainfix.fileio import atomic_write
-from explainfix.prune import channelprune, weight_scores
+from explainfix.prune import channelprune, compare_latency, weight_scores
 
 
 def loop_zero_seconds(model, scores, ratio, sample=20000):
@@ -47,23 +49,12 @@ def loop_zero_seconds(model, scores, ratio, sample=20000):
     return (time.perf_counter() - t) * k / max(1, len(idx))
 
 
-def latency_ms(model, x, repeat=5, warmup=2):
-    """Median eval-mode forward time (ms) on the CPU."""
-    times = []
-    with torch.no_grad():
-        for i in range(warmup + repeat):
-            t = time.perf_counter()
-            model(x)
-            if i >= warmup:
-                times.append(time.perf_counter() - t)
-    return 1e3 * sorted(times)[len(times) // 2]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=224, help="input side for tracing and MACs")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3, help="runs per ratio; the best time of each step is kept")
+    ap.add_argument("--latency-repeats", type=int, default=5, help="timed forward passes per model and batch")
     ap.add_argument("--scores", choices=("weight-magnitude", "saliency"), default="weight-magnitude")
     ap.add_argument("--out", default=None, help="JSON file (default out/bench/channelprune[_saliency].json)")
     args = ap.parse_args()
@@ -91,10 +82,11 @@ def main() -> None:
             runs.append(channelprune(model, ratio, scores=scores, fill="fillzero", mode="paper",
                                      example_inputs=x, seed=0, progress=False))
         report = runs[0]
-        lat = {}
-        for batch in (1, 4):
-            xb = torch.randn(batch, 3, args.size, args.size)
-            lat[f"batch{batch}"] = {"before_ms": latency_ms(base, xb), "after_ms": latency_ms(model.eval(), xb)}
+        timing = compare_latency(base, model, x, batch_sizes=(1, 4), warmup=2, repeats=args.latency_repeats)
+        lat = {f"batch{b}": {"before_ms": timing.before[b].median_ms, "after_ms": timing.after[b].median_ms,
+                             "before_iqr_ms": 1e3 * timing.before[b].iqr_s,
+                             "after_iqr_ms": 1e3 * timing.after[b].iqr_s, "speedup": s}
+               for b, s in timing.speedup.items()}
         seconds = {k: min(r.seconds[k] for r in runs) for k in report.seconds}  # best of repeats, per step
         prune_s = min(sum(r.seconds[k] for k in ("zero", "graph", "prune")) for r in runs)
         rows.append({
@@ -122,8 +114,8 @@ def main() -> None:
               f"{s['count']:>7.2f} {r['zero_graph_prune_s']:>7.2f} {r['total_s']:>7.2f}")
     for r in rows:
         for b, v in r["latency"].items():
-            print(f"ratio {r['ratio']}: CPU forward {b}: {v['before_ms']:.0f} ms -> {v['after_ms']:.0f} ms "
-                  f"({v['before_ms'] / v['after_ms']:.2f}x faster)")
+            print(f"ratio {r['ratio']}: CPU forward {b}: {v['before_ms']:.0f} ms (IQR {v['before_iqr_ms']:.0f}) -> "
+                  f"{v['after_ms']:.0f} ms (IQR {v['after_iqr_ms']:.0f}), interleaved: {v['speedup']:.2f}x faster")
     print(f"zeroing 99% of {rows[1]['kernels_total']:,} kernels: vectorised {vec_s:.3f} s vs per-kernel loop "
           f"{loop_s:.1f} s (extrapolated) -> {loop_s / max(vec_s, 1e-9):.0f}x")
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)

@@ -44,6 +44,8 @@ _API = {
     # ChannelPrune
     "channelprune": "explainfix.prune",
     "PruneReport": "explainfix.prune",
+    "measure_latency": "explainfix.prune.latency",
+    "compare_latency": "explainfix.prune.latency",
     "save": "explainfix.checkpoint",
     "load": "explainfix.checkpoint",
     # models

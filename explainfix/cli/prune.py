@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
+import sys
 
 from ..fileio import atomic_write
 from ._common import add_data_arguments, add_model_arguments, data_source, model_from_args, parse_data_spec
@@ -23,6 +25,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="C H W (or C L / C D H W) of the example input; default C 224 224 "
                              "(also the size of --data images unless --image-size is given)")
     parser.add_argument("--round-to", type=int, default=None, help="keep channel counts multiples of this")
+    parser.add_argument("--latency", action="store_true",
+                        help="also time the model before and after pruning, side by side, at batch 1 and "
+                             "--latency-batch (added to the report; warns when the pruned model is slower)")
+    parser.add_argument("--latency-batch", type=int, default=8, metavar="N",
+                        help="second batch size of --latency (default 8)")
+    parser.add_argument("--latency-repeats", type=int, default=10, metavar="R",
+                        help="timed forward passes per model and batch size of --latency (default 10)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--out", required=True, help="output folder (model.pt, report.json, report.txt)")
 
@@ -40,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 <= args.ratio < 1:
         raise ValueError(f"--ratio must be in [0, 1) (a fraction, not a percentage), got {args.ratio}")
+    if args.latency and (args.latency_batch < 1 or args.latency_repeats < 1):
+        raise ValueError("--latency-batch and --latency-repeats must be positive")
     if args.scores == "saliency":
         parse_data_spec(args.data)  # an unknown source fails before any work
     model, arch = model_from_args(args)
@@ -51,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         example = default_example_inputs(model)
     progress = not args.no_progress
+    unpruned = copy.deepcopy(model) if args.latency else None
     if args.scores == "saliency":
         loader, target = data_source(args.data, model, batches=args.batches, batch_size=args.batch_size,
                                      image_size=args.image_size or tuple(example.shape[2:]), seed=args.seed)
@@ -60,13 +72,24 @@ def run(args: argparse.Namespace) -> int:
     else:
         report = channelprune(model, args.ratio, scores=weight_scores(model), fill=args.fill, mode=args.mode,
                               example_inputs=example, round_to=args.round_to, seed=args.seed, progress=progress)
-    os.makedirs(args.out, exist_ok=True)
     info = report.to_dict()
     info.update(model=args.model, init=args.init, scores=args.scores, data=args.data)
+    text, warning = report.summary(), None
+    if unpruned is not None:  # FLOPs are not latency: measure both, interleaved
+        from ..prune import latency
+
+        timing = latency.compare_latency(unpruned, model, example, batch_sizes=(1, args.latency_batch),
+                                         repeats=args.latency_repeats)
+        warning = timing.warning()
+        info["latency"] = timing.to_dict()
+        text += "\n" + timing.summary()
+    os.makedirs(args.out, exist_ok=True)
     save(model, os.path.join(args.out, "model.pt"), meta={"prune_report": info}, arch=arch)
     _write_text(os.path.join(args.out, "report.json"), json.dumps(info, indent=2) + "\n")
-    _write_text(os.path.join(args.out, "report.txt"), report.summary() + "\n")
-    print(report.summary())
+    _write_text(os.path.join(args.out, "report.txt"), text + ("\n" + warning if warning else "") + "\n")
+    print(text)
+    if warning:
+        print(warning, file=sys.stderr)
     print(f"wrote {os.path.join(args.out, 'model.pt')}, report.json, report.txt")
     return 0
 
