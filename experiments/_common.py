@@ -49,6 +49,16 @@ def make_parser(name: str, description: str) -> argparse.ArgumentParser:
     return parser
 
 
+def parse_with_quick(parser: argparse.ArgumentParser, argv, quick: Mapping[str, Any]) -> argparse.Namespace:
+    """Parse ``argv``; with ``--quick``, options left at their defaults take the ``quick`` values."""
+    args = parser.parse_args(argv)
+    if args.quick:
+        for key, value in quick.items():
+            if getattr(args, key) == parser.get_default(key):
+                setattr(args, key, value)
+    return args
+
+
 def setup(args: argparse.Namespace) -> Path:
     """Apply ``--threads``, create ``--out``; returns the output folder."""
     if args.threads < 1:

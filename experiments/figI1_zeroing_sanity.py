@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 
 import explainfix as ef  # noqa: E402
-from _common import make_parser, save_figure, setup, synthetic_batches, write_table  # noqa: E402
+from _common import make_parser, parse_with_quick, save_figure, setup, synthetic_batches, write_table  # noqa: E402
 from explainfix.prune import zero_kernels  # noqa: E402
 
 NAME = "figI1_zeroing_sanity"
@@ -130,11 +130,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--size", type=int, default=128, help="image side (default: %(default)s)")
     parser.add_argument("--eval-batch", type=int, default=8, help="held-out images (default: %(default)s)")
     parser.add_argument("--no-figures", action="store_true", help="tables only")
-    args = parser.parse_args(argv)
-    if args.quick:
-        for key, value in QUICK.items():
-            if getattr(args, key) == parser.get_default(key):
-                setattr(args, key, value)
+    args = parse_with_quick(parser, argv, QUICK)
     bad = [f for f in args.fractions if not 0 <= f < 1]
     if bad:
         parser.error(f"--fractions must lie in [0, 1) (fractions, not percentages), got {bad}")

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 
 import explainfix as ef  # noqa: E402
-from _common import make_parser, setup, synthetic_batches, write_table  # noqa: E402
+from _common import make_parser, parse_with_quick, setup, synthetic_batches, write_table  # noqa: E402
 
 NAME = "tableM1_zeroed_vs_pruned"
 
@@ -117,11 +117,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--batch-size", type=int, default=4, help="images per minibatch (paper setting: 4)")
     parser.add_argument("--size", type=int, default=128, help="image side (default: %(default)s)")
     parser.add_argument("--progress", action="store_true", help="show progress bars")
-    args = parser.parse_args(argv)
-    if args.quick:
-        for key, value in QUICK.items():
-            if getattr(args, key) == parser.get_default(key):
-                setattr(args, key, value)
+    args = parse_with_quick(parser, argv, QUICK)
     out = setup(args)
     runs = [parse_run(r) for r in (args.runs or (QUICK_RUNS if args.quick else DEFAULT_RUNS))]
     rows = run(runs, batches=args.batches, batch_size=args.batch_size, size=args.size, seed=args.seed,
