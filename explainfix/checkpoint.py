@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .fileio import atomic_write
+from .fileio import atomic_write, load_tensors
 
 __all__ = ["save", "load", "FORMAT", "VERSION"]
 
@@ -99,7 +99,9 @@ def load(path: str | os.PathLike, *, map_location: Any = "cpu") -> nn.Module:
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: not an ExplainFix checkpoint, or a newer format version.
+        ValueError: not an ExplainFix checkpoint (also an empty, truncated or corrupt file),
+            or a newer format version.
+        RuntimeError: the stored module cannot be unpickled (e.g. its class is not importable).
 
     Warning:
         Without a usable ``arch`` the stored module is unpickled, which executes code
@@ -108,10 +110,7 @@ def load(path: str | os.PathLike, *, map_location: Any = "cpu") -> nn.Module:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path!r}")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise ValueError(f"{path!r} is not an ExplainFix checkpoint (or not a safe one): {err}") from err
+    payload = load_tensors(path, map_location=map_location, what="ExplainFix checkpoint")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path!r} is not an ExplainFix checkpoint (use torch.load for other files)")
     if int(payload.get("version", 0)) > VERSION:
@@ -120,7 +119,13 @@ def load(path: str | os.PathLike, *, map_location: Any = "cpu") -> nn.Module:
     if payload.get("arch"):
         model = _rebuild(payload)
     if model is None:
-        model = torch.load(io.BytesIO(payload["module"]), map_location=map_location, weights_only=False)
+        try:
+            model = torch.load(io.BytesIO(payload["module"]), map_location=map_location, weights_only=False)
+        except (AttributeError, ImportError, pickle.UnpicklingError, EOFError) as err:
+            raise RuntimeError(
+                f"{path!r} stores a model that cannot be rebuilt here ({type(err).__name__}: {err}); "
+                "import the module that defines its class first"
+            ) from err
     model.explainfix_meta = payload.get("meta", {})
     return model
 

@@ -1,4 +1,5 @@
-"""Atomic file writes: a file is either its old self or completely written, never half.
+"""Atomic file writes (a file is either its old self or completely written, never half), and
+safe reads of torch files (:func:`load_tensors`).
 
 Example:
     >>> import json, os, tempfile
@@ -12,11 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import tempfile
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Any, Iterator
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "load_tensors"]
 
 
 def _umask() -> int:
@@ -63,3 +65,33 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", *, fsync: bool = Fal
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def load_tensors(path: str | os.PathLike, *, map_location: Any = "cpu", what: str = "torch file") -> Any:
+    """``torch.load(path, weights_only=True)``: no pickled code runs; unreadable files are a ValueError.
+
+    Args:
+        path: an existing file written by ``torch.save``.
+        map_location: as for ``torch.load``.
+        what: what the file should be, named in the error (e.g. ``"ExplainFix checkpoint"``).
+
+    Returns:
+        What the file holds (tensors, containers of tensors and plain Python values).
+
+    Raises:
+        ValueError: an empty, truncated or corrupt file, or one that needs pickled code to load
+            (e.g. a whole ``nn.Module`` saved with ``torch.save``); the message names the file and
+            the reason, without torch's advice to load it unsafely.
+    """
+    import torch
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError) as err:
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        lines = [line for line in lines if not line.startswith("Check the documentation")]  # torch's advice
+        reason = lines[-1] if lines else type(err).__name__
+        raise ValueError(
+            f"{os.fspath(path)!r} is not a readable {what} (empty, truncated, corrupt, or holding pickled "
+            f"code rather than tensors: {reason})"
+        ) from err

@@ -20,6 +20,7 @@ Conventions:
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
@@ -47,10 +48,33 @@ __all__ = [
 ]
 
 
+def _as_size(s) -> int:
+    """One kernel size as an int: an integer, or a float with an integral value (``3.0``)."""
+    if isinstance(s, numbers.Integral):
+        return int(s)
+    if isinstance(s, numbers.Real) and float(s).is_integer():
+        return int(s)
+    raise TypeError(f"kernel size {s!r} is not an integer")
+
+
 def _as_shape(shape: int | Sequence[int]) -> tuple[int, ...]:
-    shape = (int(shape),) if isinstance(shape, int) else tuple(int(s) for s in shape)
+    """``shape`` as a tuple of positive ints; an int ``n`` means ``(n,)``.
+
+    Sizes must have integer values: ``3.5`` or the string ``"33"`` are refused rather
+    than truncated or split into characters.
+    """
+    given = shape
+    try:
+        if isinstance(shape, str):
+            raise TypeError
+        if torch.is_tensor(shape):
+            shape = shape.tolist()
+        items = (shape,) if isinstance(shape, numbers.Integral) else tuple(shape)
+        shape = tuple(_as_size(s) for s in items)
+    except TypeError:
+        shape = None
     if not shape or any(s < 1 for s in shape):
-        raise ValueError(f"kernel shape must be a non-empty sequence of positive sizes, got {shape!r}")
+        raise ValueError(f"kernel shape must be a non-empty sequence of positive sizes (integers), got {given!r}")
     return shape
 
 

@@ -7,7 +7,7 @@ learnable when a model is fixed.
 """
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import torch
 from torch import nn
@@ -64,8 +64,27 @@ def _require_spatial(
     return layers
 
 
+def _require_parameter_weights(layers: Iterable[tuple[str, nn.Module]], action: str) -> None:
+    """ValueError naming the first layer whose weight is not an ``nn.Parameter``.
+
+    A weight computed by a parametrization (``torch.nn.utils.parametrizations.weight_norm``,
+    ``spectral_norm``, ``parametrize.register_parametrization``) or by the older hook-based
+    ``torch.nn.utils.weight_norm`` is recomputed on every access or forward pass: writing
+    to it would be lost silently and it has no ``requires_grad`` flag of its own.
+    """
+    for name, module in layers:
+        if not isinstance(module.weight, nn.Parameter):
+            raise ValueError(
+                f"the weight of spatial conv {name!r} is computed (e.g. by weight_norm or a parametrization), "
+                f"not an nn.Parameter, so it cannot be {action}; remove the parametrization first "
+                "(torch.nn.utils.parametrize.remove_parametrizations)"
+            )
+
+
 def _set_requires_grad(model: nn.Module, flag: bool) -> nn.Module:
-    for _, module in _require_spatial(model):
+    layers = _require_spatial(model)
+    _require_parameter_weights(layers, "fixed or unfixed")  # checked for all layers before any change
+    for _, module in layers:
         for param in (module.weight, module.bias):
             if param is not None:
                 param.requires_grad_(flag)
@@ -83,11 +102,16 @@ def fix_spatial(model: nn.Module) -> nn.Module:
 
     Raises:
         NoSpatialConvError: if the model has no spatial convolution.
+        ValueError: naming a spatial conv whose weight is computed by a
+            parametrization (e.g. ``weight_norm``); nothing is changed then.
     """
     return _set_requires_grad(model, False)
 
 
 def unfix_spatial(model: nn.Module) -> nn.Module:
-    """Make every spatial convolution learnable again (in place); returns the model."""
+    """Make every spatial convolution learnable again (in place); returns the model.
+
+    Raises the same errors as :func:`fix_spatial`.
+    """
     return _set_requires_grad(model, True)
 

@@ -41,3 +41,35 @@ def test_empty_loader_raises_and_keeps_statistics():
     with pytest.raises(ValueError, match="no batch"):
         calibrate_batchnorm(model, [])
     assert torch.equal(model[1].running_mean, torch.full((2,), 0.25))
+
+
+def test_failing_loader_restores_momentum_modes_and_statistics():
+    # torch's update_bn sets momentum to None and puts it back only when it succeeds
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2, momentum=0.3))
+    model[1].running_mean.fill_(0.25)
+    model.eval()
+
+    def failing():
+        yield torch.rand(2, 1, 8, 8)
+        raise RuntimeError("broken batch")
+
+    with pytest.raises(RuntimeError, match="broken batch"):
+        calibrate_batchnorm(model, failing())
+    assert model[1].momentum == 0.3
+    assert not model.training and not model[1].training
+    assert torch.equal(model[1].running_mean, torch.full((2,), 0.25))
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True])
+def test_bad_max_batches_is_named(bad):
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2))
+    with pytest.raises(ValueError, match="max_batches"):
+        calibrate_batchnorm(model, [torch.rand(2, 1, 8, 8)], max_batches=bad)
+    assert model[1].momentum == 0.1
+
+
+def test_model_without_parameters_calibrates_on_its_buffers_device():
+    model = nn.Sequential(nn.BatchNorm2d(2, affine=False))
+    x = torch.randn(4, 2, 5, 5) * 3 + 1
+    assert calibrate_batchnorm(model, [x]) == 1
+    torch.testing.assert_close(model[0].running_mean, x.mean((0, 2, 3)))

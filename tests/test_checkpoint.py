@@ -55,7 +55,8 @@ def test_fresh_process_identical_outputs(tmp_path):
 
 
 def test_arch_rebuild_without_unpickling(tmp_path, monkeypatch):
-    models = pytest.importorskip("explainfix.models")
+    from explainfix import models
+
     model = models.create_model("resnet18", in_chans=1, num_classes=2).eval()
     fix_spatial(model)
     channelprune(model, 0.99, scores=weight_scores(model), example_inputs=torch.randn(1, 1, 32, 32),
@@ -80,7 +81,8 @@ def test_arch_rebuild_without_unpickling(tmp_path, monkeypatch):
 
 
 def test_arch_mismatch_falls_back_to_module(tmp_path):
-    models = pytest.importorskip("explainfix.models")
+    from explainfix import models
+
     model = models.create_model("resnet18", in_chans=1, num_classes=2).eval()
     model.relu = nn.SiLU()  # parameter-free change a state_dict cannot show
     path = save(model, tmp_path / "m.pt", arch={"name": "resnet18", "kwargs": {"in_chans": 1, "num_classes": 2}})
@@ -118,3 +120,28 @@ def test_bad_files(tmp_path):
     with pytest.raises(FileNotFoundError):
         save(nn.Conv2d(1, 1, 3), tmp_path / "no" / "dir.pt")
     assert explainfix.save is save and explainfix.load is load
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage\n", b"PK\x03\x04truncated zip"])
+def test_empty_or_corrupt_file_is_a_value_error(tmp_path, content):
+    path = tmp_path / "broken.pt"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match="is not a readable ExplainFix checkpoint"):
+        load(path)
+
+
+def test_unimportable_class_is_a_runtime_error_naming_it(tmp_path):
+    script = textwrap.dedent(f"""
+        import torch
+        from explainfix.checkpoint import save
+
+        class OnlyInThisScript(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.conv = torch.nn.Conv2d(1, 2, 3)
+
+        save(OnlyInThisScript(), {str(tmp_path / "custom.pt")!r})
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True)
+    with pytest.raises(RuntimeError, match="OnlyInThisScript"):
+        load(tmp_path / "custom.pt")

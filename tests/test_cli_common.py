@@ -237,3 +237,20 @@ def test_commands_share_the_model_and_data_errors(tmp_path, capsys):
         err = capsys.readouterr().err
         assert "unknown --data source 'mnist'" in err and "did you mean resnet18" in err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["prune", "--model", "unet_d", "--ratio", "0.5"],
+        ["explain", "--model", "unet_d"],
+        ["demo"],
+        ["filters"],
+    ],
+)
+def test_every_command_refuses_an_out_that_is_a_file(tmp_path, capsys, argv):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("keep me")
+    assert main([*argv, "--out", str(a_file)]) == 2
+    assert f"--out '{a_file}' exists and is not a folder" in capsys.readouterr().err
+    assert a_file.read_text() == "keep me"

@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from explainfix import load
 from explainfix.cli import main
 
@@ -25,3 +27,19 @@ def test_demo_runs_whole_pipeline(tmp_path):
 def test_demo_rejects_bad_ratio(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--ratio", "1.5"]) == 2
     assert "--ratio must lie in [0, 1)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--data", "bogus"], "unknown --data source 'bogus'"),
+        (["--batches", "0"], "must be positive"),
+        (["--init", "nosuch"], "unknown init method 'nosuch'"),
+        (["--model", "nosuch"], "unknown model 'nosuch'"),
+    ],
+)
+def test_demo_bad_arguments_write_nothing(tmp_path, capsys, args, message):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--model", "resnet18", "--no-progress", *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()  # not even the filter pictures of step 1

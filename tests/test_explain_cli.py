@@ -60,7 +60,7 @@ def test_checkpoint_path_goes_to_checkpoint_load(tmp_path, monkeypatch):
 
 
 def test_real_checkpoint_round_trip(tmp_path):
-    checkpoint = pytest.importorskip("explainfix.checkpoint")
+    from explainfix import checkpoint
     from explainfix import explainsteer, initialize
 
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 5), nn.AdaptiveAvgPool2d(1), nn.Flatten())
@@ -87,4 +87,12 @@ def test_bad_arguments_exit_2_and_write_nothing(tmp_path, capsys, args, message)
     out = tmp_path / "out"
     assert main(["explain", *args, "--out", str(out)]) == 2
     assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_unknown_skip_layer_is_an_error(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["explain", "--model", "unet_d", "--skip", "no.such.layer", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--skip 'no.such.layer' is not a spatial conv" in err and "encoder.0.block1.depthwise" in err
     assert not out.exists()

@@ -115,6 +115,22 @@ def test_errors_and_model_untouched(net):
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())
 
 
+def test_integer_dtype_is_refused_not_truncated_to_zero_spectra():
+    # weight.to(torch.int64) would round every weight of a Kaiming-initialised conv to 0
+    net = nn.Conv2d(1, 2, 3)
+    with pytest.raises(ValueError, match="dtype must be a floating point"):
+        explainsteer(net, dtype=torch.int64)
+    s = explainsteer(net, dtype=torch.float64).layers[0].spectra
+    assert s.ed.dtype == torch.float64 and float(s.ed.sum()) > 0
+
+
+def test_reported_method_is_the_saliency_default():
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.LazyLinear(2))
+    net(torch.randn(1, 1, 8, 8))
+    batches = [(torch.randn(2, 1, 8, 8), torch.tensor([0, 1]))]
+    assert explainsteer(net, batches, progress=False).saliency == "grad_x_weight"
+
+
 # ---------------------------------------------------------------- pictures
 
 

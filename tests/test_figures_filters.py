@@ -99,6 +99,10 @@ def test_guided_steer_figure_with_small_guide():
     assert "layer 1" in fig._suptitle.get_text()
     with pytest.raises(ValueError, match="no \\(7, 7\\) filters"):
         plot_guided_steer_filters(guide, shape=(7, 7))
+    # an out-of-range layer is named, not an IndexError
+    with pytest.raises(ValueError, match=r"layer must index one of the guide's 1 layers with \(5, 5\) filters, got 1"):
+        plot_guided_steer_filters(guide, n=2, shape=(5, 5), layer=1)
+    assert "layer 1" in plot_guided_steer_filters(guide, n=2, shape=(5, 5), layer=-1)._suptitle.get_text()
 
 
 def test_plot_into_given_figure_and_all_zero_panels():

@@ -83,3 +83,24 @@ def test_writers_of_the_package_leave_the_old_file_when_they_fail(tmp_path):
     assert (tmp_path / "fig.png").read_bytes() == b"previous"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fig.png", "model.pt"]
     assert save_figure(Figure(), tmp_path / "fig", ["png"])[0].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_load_tensors_reads_tensors_and_names_unreadable_files(tmp_path):
+    import torch
+    from torch import nn
+
+    from explainfix.fileio import load_tensors
+
+    good = tmp_path / "good.pt"
+    torch.save({"w": torch.arange(3.0)}, good)
+    assert torch.equal(load_tensors(good)["w"], torch.arange(3.0))
+    whole_module = tmp_path / "module.pt"
+    torch.save(nn.Conv2d(1, 1, 1), whole_module)  # needs pickled code: refused, not run
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[:100])
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    for path in (whole_module, truncated, empty):
+        with pytest.raises(ValueError, match=f"'{path}' is not a readable weights file") as info:
+            load_tensors(path, what="weights file")
+        assert "will likely succeed" not in str(info.value)  # no advice to unpickle it

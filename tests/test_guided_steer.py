@@ -204,3 +204,35 @@ def test_guided_steer_3d_and_single_kernel_guide():
     initialize(target, "guided_steer", seed=0, guide=guide, sampler="kde")
     expected = guide.weight.detach().reshape(1, 3, 3, 3).expand(6, 3, 3, 3)
     torch.testing.assert_close(target.weight.detach().reshape(6, 3, 3, 3), expected, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("c", [16, 64])
+def test_kde_energy_exceeds_the_guide_by_the_bandwidth_variance(c):
+    # documented: E||f||^2 = mean_j ||g_j||^2 + c^(-2/5) sum_i var(g_i) (non-centered, any orthonormal B);
+    # the normal sampler keeps the guide's energy up to the ddof=1 factor c / (c - 1) on the variance
+    G = structured_filters(c, torch.linspace(0.2, 2.0, 9), 0.3, seed=3).reshape(c, 9)
+    guide_energy = G.pow(2).sum(1).mean().item()
+    variance = G.var(dim=0, correction=1).sum().item()
+    n = 400_000
+    energies = {}
+    for sampler in ("kde", "normal"):
+        out = guided_steer_kernels(n, G.reshape(c, 3, 3), sampler=sampler, generator=torch.Generator().manual_seed(1),
+                                   dtype=torch.float64)
+        energies[sampler] = out.reshape(n, 9).pow(2).sum(1).mean().item()
+    assert energies["kde"] == pytest.approx(guide_energy + c ** (-0.4) * variance, rel=0.01)
+    assert energies["normal"] == pytest.approx(guide_energy + variance / c, rel=0.01)
+    assert energies["kde"] / guide_energy > (1.15 if c == 16 else 1.1)
+
+
+def test_guided_steer_kernels_bad_guide_is_named():
+    gen = torch.Generator().manual_seed(0)
+    with pytest.raises(ValueError, match=r"guide must be a tensor of filters .* got \(9,\)"):
+        guided_steer_kernels(4, torch.randn(9), generator=gen)
+    with pytest.raises(ValueError, match=r"guide must be a tensor of filters .* got \(0, 3, 3\)"):
+        guided_steer_kernels(4, torch.randn(0, 3, 3), generator=gen)
+    nan = torch.randn(5, 3, 3)
+    nan[1, 1, 1] = float("nan")
+    with pytest.raises(ValueError, match="guide has non-finite"):
+        guided_steer_kernels(4, nan, generator=gen)
+    with pytest.raises(ValueError, match="basis_filters has non-finite"):
+        guided_steer_kernels(4, torch.randn(5, 3, 3), basis_filters=nan, generator=gen)

@@ -281,3 +281,15 @@ def test_non_finite_plan_is_refused(monkeypatch):
     with pytest.raises(RuntimeError, match="non-finite weights for layer 'dw'"):
         initialize(model, "nanny")
     assert_same_state(model, before)
+
+
+def test_parametrized_weight_is_refused_not_silently_kept():
+    # copy_ into a weight_norm weight writes to a temporary: the layer would keep its weights
+    from torch.nn.utils.parametrizations import weight_norm
+
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), weight_norm(nn.Conv2d(2, 2, 3)))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=r"spatial conv '1' is computed .*cannot be initialized"):
+        initialize(model, "ones", seed=0)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert all(p.requires_grad for p in model.parameters())

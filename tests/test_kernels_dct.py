@@ -77,3 +77,17 @@ def test_bad_shapes_raise():
         dct_basis((3, 0))
     with pytest.raises(ValueError, match="kernel shape"):
         frequency_order(())
+
+
+@pytest.mark.parametrize("bad", [(3.5, 3), "33", None, (3, "3"), torch.tensor([2.5, 3.0])])
+def test_non_integer_shapes_are_refused_not_truncated(bad):
+    # (3.5, 3) used to become (3, 3) and "33" the shape (3, 3)
+    with pytest.raises(ValueError, match=r"positive sizes \(integers\)"):
+        dct_basis(bad)
+
+
+def test_integer_like_shapes_are_accepted():
+    ref = dct_basis((3, 5))
+    for shape in [[3, 5], torch.Size([3, 5]), torch.tensor([3, 5]), np.array([3, 5]), (3.0, 5.0)]:
+        assert torch.equal(dct_basis(shape), ref)
+    assert dct_basis(np.int64(4)).shape == (4, 4) and dct_basis(torch.tensor(4)).shape == (4, 4)

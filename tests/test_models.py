@@ -179,6 +179,10 @@ def test_pretrained_bad_files(tmp_path):
     torch.save(state, partial)
     with pytest.raises(ValueError, match=r"missing keys \['layer1.0.bn1.weight'\]"):
         create_model("resnet18", pretrained=partial)
+    corrupt = tmp_path / "corrupt.pth"
+    corrupt.write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="corrupt.pth' is not a readable state_dict file"):
+        create_model("resnet18", pretrained=corrupt)
 
 
 @pytest.mark.parametrize("spec", ["torchvision", "DEFAULT"])

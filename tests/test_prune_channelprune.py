@@ -212,9 +212,29 @@ def test_fillzero_applied_and_seeded():
 
 
 def test_loader_uses_saliency():
-    pytest.importorskip("explainfix.explain.saliency")
     model = torchvision.models.resnet18(num_classes=3).eval()
     batches = [(torch.randn(2, 3, 32, 32), torch.tensor([0, 2]))]
+    reference = copy.deepcopy(model)
     report = channelprune(model, 0.9, loader=batches, example_inputs=X, progress=False, fill="none")
     assert report.kernels_zeroed == math.floor(0.9 * report.kernels_total)
     assert report.params_after <= report.params_before
+    # the loader's batches go through Eq. 4 saliency: the same as passing those scores
+    from explainfix.explain.saliency import spatial_saliency
+
+    scores = spatial_saliency(copy.deepcopy(reference), batches, progress=False)
+    by_scores = channelprune(reference, 0.9, scores=scores, example_inputs=X, progress=False, fill="none")
+    assert report.channels == by_scores.channels and report.params_after == by_scores.params_after
+    for a, b in zip(model.parameters(), reference.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_parametrized_weight_is_refused_before_any_change():
+    from torch.nn.utils.parametrizations import weight_norm
+
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 3))
+    weight_norm(model[2])
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="computed.*cannot be pruned"):
+        channelprune(model, 0.5, scores=weight_scores(model), progress=False)
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)

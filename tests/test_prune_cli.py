@@ -39,3 +39,32 @@ def test_cli_saliency_and_errors(tmp_path, capsys):
     assert main(["prune", "--model", "no_such_net", "--ratio", "0.5", "--out", str(tmp_path / "y")]) == 2
     err = capsys.readouterr().err
     assert "ratio" in err and "no_such_net" in err
+
+
+def test_cli_bad_out_and_input_size_fail_before_any_work(tmp_path, capsys, monkeypatch):
+    import explainfix.prune
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("channelprune ran before the arguments were checked")
+
+    monkeypatch.setattr(explainfix.prune, "channelprune", no_work)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("keep me")
+    assert main(["prune", "--model", "unet_d", "--ratio", "0.5", "--out", str(a_file)]) == 2
+    assert "exists and is not a folder" in capsys.readouterr().err
+    assert a_file.read_text() == "keep me"
+    out = tmp_path / "out"
+    assert main(["prune", "--model", "unet_d", "--ratio", "0.5", "--input-size", "3", "--out", str(out)]) == 2
+    assert "--input-size must be C H W" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_cli_corrupt_checkpoint_is_a_clean_error(tmp_path, capsys):
+    empty, garbage = tmp_path / "empty.pt", tmp_path / "garbage.pt"
+    empty.write_bytes(b"")
+    garbage.write_bytes(b"garbage\n")
+    for path in (empty, garbage):
+        assert main(["prune", "--model", str(path), "--ratio", "0.5", "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err
+        assert f"{str(path)!r} is not a readable ExplainFix checkpoint" in err
+        assert "weights_only` set to `False` will likely succeed" not in err  # no advice to unpickle it

@@ -282,3 +282,13 @@ def test_runs_under_no_grad_and_progress_bar(capsys):
     with torch.no_grad():
         scores = spatial_saliency(model, batches(2), progress=True)
     assert bool((scores["0"] > 0).all())
+
+
+def test_parametrized_weight_is_named():
+    from torch.nn.utils.parametrizations import weight_norm
+
+    model = nn.Sequential(weight_norm(nn.Conv2d(1, 2, 3)), nn.Flatten(), nn.Linear(72, 2))
+    model.train()
+    with pytest.raises(ValueError, match=r"spatial conv '0' is computed .*cannot be scored"):
+        spatial_saliency(model, [(torch.randn(2, 1, 8, 8), torch.tensor([0, 1]))], progress=False)
+    assert model.training and all(p.requires_grad for p in model.parameters())

@@ -54,3 +54,19 @@ def test_unfix_restores_learning():
 def test_model_without_spatial_convs_raises():
     with pytest.raises(NoSpatialConvError, match="no spatial convolution"):
         fix_spatial(nn.Sequential(nn.Conv2d(1, 2, 1), nn.Linear(2, 2)))
+
+
+def _weight_normed():
+    from torch.nn.utils.parametrizations import weight_norm
+
+    return nn.Sequential(nn.Conv2d(1, 2, 3), weight_norm(nn.Conv2d(2, 2, 3)))
+
+
+def test_parametrized_weight_is_named_and_nothing_changes():
+    # a weight_norm weight is recomputed on every access: it has no requires_grad flag of its own
+    model = _weight_normed()
+    with pytest.raises(ValueError, match=r"spatial conv '1' is computed .*cannot be fixed"):
+        fix_spatial(model)
+    assert all(p.requires_grad for p in model.parameters())  # layer '0' was not fixed either
+    with pytest.raises(ValueError, match="'1' is computed"):
+        unfix_spatial(model)

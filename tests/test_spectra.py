@@ -78,6 +78,17 @@ def test_two_dimensional_e1_sums_of_square_roots():
     assert [t.shape[0] for t in s.e1_per_dim()] == [3, 5]
 
 
+@pytest.mark.parametrize("bad", [-1e-3, float("nan"), float("inf")])
+def test_energy_must_be_finite_and_nonnegative(bad):
+    # a negative energy would become NaN under the d-th root of Eq. 5
+    ed = torch.ones(9, dtype=torch.float64)
+    ed[4] = bad
+    with pytest.raises(ValueError, match="finite and nonnegative"):
+        spectra_from_energy(ed, (3, 3))
+    ok = spectra_from_energy(ed.clamp(0, 1).nan_to_num(0.0), (3, 3))
+    assert torch.isfinite(ok.e1).all() and float(ok.e0.sum()) > 0
+
+
 def test_e0_is_mean_over_dimensions_not_sum():
     g = torch.Generator().manual_seed(3)
     s = spectra(torch.randn(5, 3, 3, 3, generator=g, dtype=torch.float64))

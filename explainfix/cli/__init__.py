@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args._run(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError, RuntimeError) as err:
+    except (ValueError, OSError, KeyError, RuntimeError) as err:
         print(f"explainfix {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -50,6 +50,7 @@ __all__ = [
     "add_model_arguments",
     "add_data_arguments",
     "first_conv",
+    "check_out_folder",
 ]
 
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
@@ -145,6 +146,19 @@ def first_conv(model: nn.Module) -> nn.modules.conv._ConvNd:
         if isinstance(module, nn.modules.conv._ConvNd):
             return module
     raise ValueError(f"{type(model).__name__} has no convolution; cannot infer the input shape for --data")
+
+
+def check_out_folder(path: str | os.PathLike) -> Path:
+    """``--out`` as a :class:`~pathlib.Path`, checked before any work is done.
+
+    Raises:
+        ValueError: ``path`` exists and is not a folder (a command would otherwise fail only
+            after all its work, when it creates the folder).
+    """
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {str(out)!r} exists and is not a folder")
+    return out
 
 
 # --------------------------------------------------------------------------- data

@@ -44,23 +44,28 @@ def _first_input(loader) -> torch.Tensor:
 
 def run(args: argparse.Namespace) -> int:
     import explainfix as ef
-    from explainfix.cli._common import data_source, resolve_model
+    from explainfix.cli._common import check_out_folder, data_source, parse_data_spec, resolve_model
     from explainfix.explain.plot import plot_explainsteer, plot_spectra_lines, save_figure
     from explainfix.figures import render_filter_figures
     from explainfix.fileio import atomic_write
+    from explainfix.init import get_init
 
     if not 0 <= args.ratio < 1:
         raise ValueError(f"--ratio must lie in [0, 1), got {args.ratio}")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if args.batches < 1 or args.batch_size < 1 or args.image_size < 1:
+        raise ValueError("--batches, --batch-size and --image-size must be positive")
+    out = check_out_folder(args.out)
+    parse_data_spec(args.data)  # bad arguments fail before anything is written
+    get_init(args.init)
     torch.manual_seed(args.seed)
+    model, arch = resolve_model(args.model)  # the filter pictures draw from their own generators
+    out.mkdir(parents=True, exist_ok=True)
     files: list[Path] = []
 
     print("1/4 fixed filter families")
     files += render_filter_figures(out / "filters", seed=args.seed)
 
     print(f"2/4 {args.model}: fixed '{args.init}' initialization")
-    model, arch = resolve_model(args.model)
     init = ef.initialize(model, args.init, seed=args.seed)
     loader, target = data_source(args.data, model, batches=args.batches, batch_size=args.batch_size,
                                  image_size=args.image_size, seed=args.seed)

@@ -24,7 +24,14 @@ import json
 from pathlib import Path
 
 from ..fileio import atomic_write
-from ._common import add_data_arguments, add_model_arguments, data_source, model_from_args, parse_data_spec
+from ._common import (
+    add_data_arguments,
+    add_model_arguments,
+    check_out_folder,
+    data_source,
+    model_from_args,
+    parse_data_spec,
+)
 
 HELP = "ExplainSteer: DCT-II energy spectra of a model's spatial filters, as pictures and JSON"
 
@@ -57,11 +64,16 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batches < 1 or args.batch_size < 1 or args.image_size < 1:
         raise ValueError("--batches, --batch-size and --image-size must be positive")
+    out = check_out_folder(args.out)
     if args.data:
         parse_data_spec(args.data)  # an unknown source fails before any work
     model, _ = model_from_args(args)
     model = model.to(args.device)
     uniform = explainsteer(model)
+    unknown = sorted(set(args.skip) - {layer.name for layer in uniform.layers})
+    if unknown:
+        raise ValueError(f"--skip {unknown[0]!r} is not a spatial conv of the model; layers are "
+                         f"{[layer.name for layer in uniform.layers]}")
     salient = None
     if args.data:
         loader, target = data_source(args.data, model, batches=args.batches, batch_size=args.batch_size,
@@ -73,7 +85,6 @@ def run(args: argparse.Namespace) -> int:
         salient = explainsteer(model, loader, method=args.saliency, target=target,
                                max_batches=args.batches, progress=not args.no_progress)
 
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     _write_json({
         "model": args.model, "init": args.init, "seed": args.seed, "data": args.data,

@@ -20,8 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from explainfix.cli._common import check_out_folder
     from explainfix.figures import render_filter_figures
 
+    check_out_folder(args.out)
     for path in render_filter_figures(args.out, formats=tuple(args.formats or ("png",)), seed=args.seed):
         print(path)
     return 0

@@ -8,7 +8,14 @@ import os
 import sys
 
 from ..fileio import atomic_write
-from ._common import add_data_arguments, add_model_arguments, data_source, model_from_args, parse_data_spec
+from ._common import (
+    add_data_arguments,
+    add_model_arguments,
+    check_out_folder,
+    data_source,
+    model_from_args,
+    parse_data_spec,
+)
 
 HELP = "ChannelPrune a model: zero least-salient spatial kernels, remove dead channels, FillZero"
 
@@ -51,6 +58,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--ratio must be in [0, 1) (a fraction, not a percentage), got {args.ratio}")
     if args.latency and (args.latency_batch < 1 or args.latency_repeats < 1):
         raise ValueError("--latency-batch and --latency-repeats must be positive")
+    if args.input_size is not None and (not 2 <= len(args.input_size) <= 4 or min(args.input_size) < 1):
+        raise ValueError(f"--input-size must be C H W (or C L / C D H W) of positive sizes, got {args.input_size}")
+    check_out_folder(args.out)
     if args.scores == "saliency":
         parse_data_spec(args.data)  # an unknown source fails before any work
     model, arch = model_from_args(args)

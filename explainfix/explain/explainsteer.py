@@ -1,6 +1,7 @@
 """ExplainSteer: per-layer DCT-II energy spectra of a model's spatial filters (Sec. 3.2)."""
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -12,6 +13,9 @@ from explainfix.explain.spectra import Spectra, spectra
 from explainfix.spatial import _require_spatial
 
 __all__ = ["LayerSpectra", "ExplainSteerResult", "explainsteer", "shape_label"]
+
+#: the saliency method ``spatial_saliency`` uses when none is given (reported in the result)
+_DEFAULT_METHOD = inspect.signature(spatial_saliency).parameters["method"].default
 
 
 def shape_label(shape: Sequence[int]) -> str:
@@ -186,8 +190,8 @@ def explainsteer(
 
     Raises:
         NoSpatialConvError: if the model has no spatial convolution.
-        ValueError: saliency options without a loader, or any error of
-            ``spatial_saliency``.
+        ValueError: saliency options without a loader, a ``dtype`` that is not
+            floating point, or any error of ``spatial_saliency``.
 
     Example:
         >>> import torchvision
@@ -199,11 +203,13 @@ def explainsteer(
     """
     if loader is None and saliency_options:
         raise ValueError(f"saliency options {sorted(saliency_options)} need a loader")
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ValueError(f"dtype must be a floating point torch.dtype (e.g. torch.float64), got {dtype!r}")
     layers = _require_spatial(model, "nothing to explain")
     scores = None
     method = None
     if loader is not None:
-        method = saliency_options.get("method", "grad_x_weight")
+        method = saliency_options.get("method", _DEFAULT_METHOD)
         counter = _CountingIterable(loader)
         scores = spatial_saliency(model, counter, **saliency_options)
     results = []

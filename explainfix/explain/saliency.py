@@ -13,7 +13,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from explainfix.spatial import _require_spatial
+from explainfix.spatial import _require_parameter_weights, _require_spatial
 
 __all__ = ["spatial_saliency", "as_target", "SALIENCY_METHODS", "INPUT_KEYS", "TARGET_KEYS"]
 
@@ -191,7 +191,8 @@ def spatial_saliency(
 
     Raises:
         NoSpatialConvError: if the model has no spatial convolution.
-        ValueError: on an unknown method, ``max_batches < 1``, an empty loader, a
+        ValueError: on a spatial conv whose weight is computed by a
+            parametrization (e.g. ``weight_norm``), an unknown method, ``max_batches < 1``, an empty loader, a
             batch without a target when ``target`` is ``None``, a target whose
             shape does not fit the output, or scores that are not finite (the
             model overflows; see :func:`explainfix.calibrate_batchnorm`).
@@ -229,6 +230,7 @@ def spatial_saliency(
     if target is not None and not callable(target):
         raise ValueError(f"target must be None or a callable(output, batch) -> y, got {type(target).__name__}")
     layers = _require_spatial(model, "no kernel to score")
+    _require_parameter_weights(layers, "scored")
     weights: list[nn.Parameter] = []  # unique weights (a weight may be shared by several layers)
     for _, module in layers:
         if not any(module.weight is w for w in weights):

@@ -90,6 +90,10 @@ def spectra_from_energy(ed_raster: torch.Tensor, shape: Sequence[int]) -> Spectr
     Returns:
         :class:`Spectra`.
 
+    Raises:
+        ValueError: on a wrong shape, or energies that are not finite and
+            nonnegative.
+
     Shape:
         - ed_raster: ``(m,)``
     """
@@ -97,6 +101,9 @@ def spectra_from_energy(ed_raster: torch.Tensor, shape: Sequence[int]) -> Spectr
     m = math.prod(shape)
     if ed_raster.shape != (m,):
         raise ValueError(f"ed_raster must have shape ({m},) for kernel shape {shape}, got {tuple(ed_raster.shape)}")
+    if not bool(torch.isfinite(ed_raster).all()) or bool((ed_raster < 0).any()):
+        # the d-th root of Eq. 5 would silently turn a negative energy into NaN
+        raise ValueError("ed_raster must be finite and nonnegative (energies)")
     d = len(shape)
     order = tuple(frequency_order(shape))
     # Eq. 5: each basis filter's energy is shared as its d-th root by the d 1-D basis

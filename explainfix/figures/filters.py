@@ -16,7 +16,6 @@ import torch
 from torch import nn
 
 from explainfix import kernels as K
-from explainfix.fileio import atomic_write
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -272,6 +271,10 @@ def plot_guided_steer_filters(
     layers = [(name, f) for name, f in guide_filters(guide) if tuple(f.shape[1:]) == shape]
     if not layers:
         raise ValueError(f"the guide has no {shape} filters")
+    if isinstance(layer, bool) or not isinstance(layer, int) or not -len(layers) <= layer < len(layers):
+        raise ValueError(
+            f"layer must index one of the guide's {len(layers)} layers with {shape} filters, got {layer!r}"
+        )
     name, filters = layers[layer]
     gen = _generator(seed)
     everything = torch.cat([f for _, f in layers])
@@ -289,12 +292,6 @@ def plot_guided_steer_filters(
     )
 
 
-def _save(fig, path: Path) -> Path:
-    with atomic_write(path) as handle:
-        fig.savefig(handle, format=path.suffix[1:], dpi=150)
-    return path
-
-
 def render_filter_figures(out_dir: str | os.PathLike, formats: Sequence[str] = ("png",), seed: int = 0) -> list[Path]:
     """Write every filter picture to ``out_dir`` (created if needed), files written atomically.
 
@@ -309,10 +306,12 @@ def render_filter_figures(out_dir: str | os.PathLike, formats: Sequence[str] = (
     Example:
         >>> paths = render_filter_figures("out/filters")  # doctest: +SKIP
     """
+    from explainfix.explain.plot import FIGURE_FORMATS, save_figure
+
     formats = [f.lower().lstrip(".") for f in formats]
-    bad = sorted(set(formats) - {"png", "pdf", "svg"})
+    bad = sorted(set(formats) - set(FIGURE_FORMATS))
     if bad or not formats:
-        raise ValueError(f"unsupported figure format(s) {bad or formats}; use png, pdf or svg")
+        raise ValueError(f"unsupported figure format(s) {bad or formats}; use {', '.join(FIGURE_FORMATS)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     makers = {
@@ -326,7 +325,5 @@ def render_filter_figures(out_dir: str | os.PathLike, formats: Sequence[str] = (
     }
     paths = []
     for name, make in makers.items():
-        fig = make()
-        for fmt in formats:
-            paths.append(_save(fig, out / f"{name}.{fmt}"))
+        paths += save_figure(make(), out / name, formats)
     return paths

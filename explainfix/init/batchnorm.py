@@ -22,8 +22,8 @@ def calibrate_batchnorm(model: nn.Module, loader: Iterable, *, max_batches: int 
 
     Running statistics are reset and re-estimated as a plain average over the batches
     (``torch.optim.swa_utils.update_bn``) under ``torch.no_grad()``; no parameter
-    changes. Each module's train/eval flag is restored afterwards, and on error the
-    previous statistics are put back.
+    changes. Each module's train/eval flag and each BatchNorm's ``momentum`` are
+    restored afterwards, also on error, and on error the previous statistics are put back.
 
     Args:
         model: Any module; one without BatchNorm is left untouched.
@@ -35,7 +35,8 @@ def calibrate_batchnorm(model: nn.Module, loader: Iterable, *, max_batches: int 
         The number of batches used.
 
     Raises:
-        ValueError: if the loader yields no batch.
+        ValueError: if the loader yields no batch, or ``max_batches`` is not an
+            integer >= 1.
 
     Example:
         >>> import torch, torchvision
@@ -47,11 +48,15 @@ def calibrate_batchnorm(model: nn.Module, loader: Iterable, *, max_batches: int 
     """
     from explainfix.explain.saliency import _split_batch, _to_device
 
+    if max_batches is not None and (isinstance(max_batches, bool) or int(max_batches) != max_batches or max_batches < 1):
+        raise ValueError(f"max_batches must be an integer >= 1 or None, got {max_batches!r}")
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms:
         return 0
-    device = next(model.parameters()).device
+    device = next(itertools.chain(model.parameters(), model.buffers()), torch.empty(0)).device
     saved = [{k: v.clone() for k, v in m.state_dict().items()} for m in norms]
+    # update_bn sets every momentum to None and restores it only when it succeeds
+    momenta = [(m, m.momentum) for m in norms]
     modes = [(m, m.training) for m in model.modules()]
     count = 0
 
@@ -72,6 +77,8 @@ def calibrate_batchnorm(model: nn.Module, loader: Iterable, *, max_batches: int 
                 m.load_state_dict(state)
         raise
     finally:
+        for m, momentum in momenta:
+            m.momentum = momentum
         for m, mode in modes:
             m.training = mode
     return count

@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 import inspect
-import math
 import time
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from explainfix.init.generated import kernel_count
 from explainfix.init.registry import get_init
-from explainfix.spatial import _require_spatial, fix_spatial
+from explainfix.spatial import _require_parameter_weights, _require_spatial, fix_spatial
 
 __all__ = ["InitReport", "initialize"]
 
@@ -93,7 +93,9 @@ def initialize(
         An :class:`InitReport`.
 
     Raises:
-        ValueError: unknown method, unknown or missing option, or a bad guide.
+        ValueError: unknown method, unknown or missing option, a bad guide, or a
+            spatial conv whose weight is computed by a parametrization (e.g.
+            ``weight_norm``: writing to it would be lost).
         NoSpatialConvError: the model has no spatial convolution.
 
     Example:
@@ -107,6 +109,7 @@ def initialize(
     fn = get_init(method)
     _check_options(method, fn, options)
     layers = _require_spatial(model)
+    _require_parameter_weights(layers, "initialized")
     generator, seed = _generator(seed)
 
     plan = fn(layers, generator=generator, **options)
@@ -128,7 +131,7 @@ def initialize(
     if fix:
         fix_spatial(model)
 
-    kernels = sum(m.weight.numel() // math.prod(m.weight.shape[2:]) for _, m in layers)
+    kernels = sum(kernel_count(m.weight)[0] for _, m in layers)
     return InitReport(
         method=method,
         seed=seed,

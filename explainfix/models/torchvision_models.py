@@ -44,6 +44,7 @@ import torch
 import torchvision
 from torch import nn
 
+from ..fileio import load_tensors
 from .registry import register_model
 
 __all__ = ["TORCHVISION_MODELS", "adapt_stem_weight", "load_pretrained"]
@@ -146,7 +147,7 @@ def _read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise FileNotFoundError(
             f"pretrained weights file not found: {path!r} (pass None, 'torchvision' or a path to a state_dict file)"
         )
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    obj = load_tensors(path, what="state_dict file")
     for key in ("state_dict", "model"):
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]
@@ -182,7 +183,8 @@ def load_pretrained(model: nn.Module, name: str, pretrained: str | os.PathLike) 
     Raises:
         FileNotFoundError: the file does not exist.
         RuntimeError: the download failed (the message says how to use a local file).
-        ValueError: the file does not fit the architecture (names the offending keys).
+        ValueError: the file is unreadable (empty, corrupt, pickled code) or does not fit the
+            architecture (names the offending keys).
     """
     family = TORCHVISION_MODELS[name]
     if isinstance(pretrained, str) and pretrained in _DOWNLOAD_NAMES:

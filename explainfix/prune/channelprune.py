@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterable, Mapping
 import torch
 from torch import nn
 
-from ..spatial import _require_spatial, spatial_convs
+from ..spatial import _require_parameter_weights, _require_spatial, spatial_convs
 from . import graph
 from .fillzero import FILLS, fill_zeros
 from .report import PruneReport
@@ -184,7 +184,7 @@ def channelprune(
         raise ValueError(
             "pass exactly one of scores= (e.g. explainfix.prune.weight_scores(model)) or loader= (saliency)"
         )
-    _require_spatial(model, "nothing to prune")
+    _require_parameter_weights(_require_spatial(model, "nothing to prune"), "pruned")
     if scores is not None:
         check_scores(model, scores)
     if example_inputs is None:
