@@ -45,7 +45,7 @@ def _first_input(loader) -> torch.Tensor:
 def run(args: argparse.Namespace) -> int:
     import explainfix as ef
     from explainfix.cli._common import check_out_folder, data_source, parse_data_spec, resolve_model
-    from explainfix.explain.plot import plot_explainsteer, plot_spectra_lines, save_figure
+    from explainfix.cli.explain import write_pictures
     from explainfix.figures import render_filter_figures
     from explainfix.fileio import atomic_write
     from explainfix.init import get_init
@@ -76,16 +76,7 @@ def run(args: argparse.Namespace) -> int:
     saliency = dict(target=target, max_batches=args.batches, progress=not args.no_progress)
     uniform = ef.explainsteer(model)
     salient = ef.explainsteer(model, loader, **saliency)
-    title = f"{args.model} ({args.init}, fixed)"
-    files += save_figure(plot_explainsteer(uniform, title=f"{title}: $e^{{(d)}}$ without saliency"),
-                         out / "explain" / "ed_heatmap")
-    files += save_figure(plot_explainsteer(salient, title=f"{title}: $e^{{(d)}}$ with saliency"),
-                         out / "explain" / "ed_heatmap_saliency")
-    square = [s for s in uniform.kernel_shapes if len(set(s)) == 1]
-    if square:
-        fig = plot_spectra_lines({"uniform 1/n": uniform, "saliency": salient}, square[-1],
-                                 title=f"{title}: $e^{{(0)}}$")
-        files += save_figure(fig, out / "explain" / "e0")
+    files += write_pictures(uniform, salient, out / "explain", f"{args.model} ({args.init}, fixed)")
 
     print(f"4/4 ChannelPrune, ratio {args.ratio}")
     example = _first_input(loader)

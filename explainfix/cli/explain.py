@@ -57,10 +57,49 @@ def _write_json(data: dict, path: Path) -> None:
         json.dump(data, handle, indent=1)
 
 
-def run(args: argparse.Namespace) -> int:
-    from explainfix.explain import explainsteer
+def write_pictures(uniform, salient, out: Path, title: str, *, skip=(), log: bool = False,
+                   formats=("png",)) -> list[Path]:
+    """Write ``ed_heatmap``, ``ed_heatmap_saliency`` (when ``salient`` is given) and ``e0`` into ``out``.
+
+    Args:
+        uniform: :class:`~explainfix.explain.ExplainSteerResult` without saliency.
+        salient: The same with saliency, or None.
+        out: Existing output folder.
+        title: Figure title prefix (model and init).
+        skip, log: As in :func:`~explainfix.explain.plot.plot_explainsteer`.
+        formats: Picture formats.
+
+    Returns:
+        The paths written.
+    """
     from explainfix.explain.explainsteer import shape_label
     from explainfix.explain.plot import plot_explainsteer, plot_spectra_lines, save_figure
+
+    written = []
+    for result, stem, label in ((uniform, "ed_heatmap", "without saliency"), (salient, "ed_heatmap_saliency", "with saliency")):
+        if result is None:
+            continue
+        fig = plot_explainsteer(result, skip=skip, log=log, title=f"{title}: $e^{{(d)}}$ {label}")
+        written += save_figure(fig, out / stem, formats)
+
+    square = [s for s in uniform.kernel_shapes if len(set(s)) == 1]
+    if square:
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(4.5 * len(square) + 1.5, 3.4), layout="constrained")
+        axes = fig.subplots(1, len(square), squeeze=False)[0]
+        for ax, shape in zip(axes, square):
+            curves = {"uniform 1/n": uniform}
+            if salient is not None:
+                curves[f"saliency ({salient.saliency})"] = salient
+            plot_spectra_lines(curves, shape, ax=ax, title=f"$e^{{(0)}}$, {shape_label(shape)} kernels")
+        fig.suptitle(title)
+        written += save_figure(fig, out / "e0", formats)
+    return written
+
+
+def run(args: argparse.Namespace) -> int:
+    from explainfix.explain import explainsteer
 
     if args.batches < 1 or args.batch_size < 1 or args.image_size < 1:
         raise ValueError("--batches, --batch-size and --image-size must be positive")
@@ -92,28 +131,10 @@ def run(args: argparse.Namespace) -> int:
         "with_saliency": None if salient is None else salient.to_dict(),
     }, out / "spectra.json")
 
-    written = []
     name = Path(args.model).stem if Path(args.model).is_file() else args.model
     suffix = f" ({args.init})" if args.init else ""
-    for result, stem, label in ((uniform, "ed_heatmap", "without saliency"), (salient, "ed_heatmap_saliency", "with saliency")):
-        if result is None:
-            continue
-        fig = plot_explainsteer(result, skip=args.skip, log=args.log, title=f"{name}{suffix}: $e^{{(d)}}$ {label}")
-        written += save_figure(fig, out / stem, args.format)
-
-    square = [s for s in uniform.kernel_shapes if len(set(s)) == 1]
-    if square:
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(4.5 * len(square) + 1.5, 3.4), layout="constrained")
-        axes = fig.subplots(1, len(square), squeeze=False)[0]
-        for ax, shape in zip(axes, square):
-            curves = {"uniform 1/n": uniform}
-            if salient is not None:
-                curves[f"saliency ({salient.saliency})"] = salient
-            plot_spectra_lines(curves, shape, ax=ax, title=f"$e^{{(0)}}$, {shape_label(shape)} kernels")
-        fig.suptitle(f"{name}{suffix}")
-        written += save_figure(fig, out / "e0", args.format)
+    written = write_pictures(uniform, salient, out, f"{name}{suffix}", skip=args.skip, log=args.log,
+                             formats=args.format)
     print(f"wrote {out / 'spectra.json'}")
     for path in written:
         print(f"wrote {path}")
