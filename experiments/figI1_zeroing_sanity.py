@@ -28,6 +28,7 @@ import torch  # noqa: E402
 
 import explainfix as ef  # noqa: E402
 from _common import make_parser, parse_with_quick, save_figure, setup, synthetic_batches, write_table  # noqa: E402
+from explainfix.batches import eval_mode  # noqa: E402
 from explainfix.prune import zero_kernels  # noqa: E402
 
 NAME = "figI1_zeroing_sanity"
@@ -40,13 +41,8 @@ ORDERS = ("least", "random", "most")
 
 @torch.no_grad()
 def outputs(model, x: torch.Tensor) -> torch.Tensor:
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
+    with eval_mode(model):
         return model(x).double()
-    finally:
-        for m, flag in flags:
-            m.training = flag
 
 
 def order_scores(scores: dict, order: str, generator: torch.Generator) -> dict:

@@ -29,7 +29,7 @@ from torch import nn
 
 from .fileio import atomic_write, load_tensors
 
-__all__ = ["save", "load", "FORMAT", "VERSION"]
+__all__ = ["save", "load", "model_payload", "model_from_payload", "FORMAT", "VERSION"]
 
 FORMAT = "explainfix.checkpoint"
 VERSION = 1
@@ -63,14 +63,25 @@ def save(
         torch.Size([2, 1, 3, 3])
     """
     path = os.fspath(path)
-    if arch is not None and (not isinstance(arch, dict) or not isinstance(arch.get("name"), str)):
-        raise ValueError(f"arch must be a dict {{'name': str, 'kwargs': dict}}, got {arch!r}")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"folder of checkpoint {path!r} does not exist")
+    payload = model_payload(model, meta=meta, arch=arch)
+    with atomic_write(path, fsync=True) as f:
+        torch.save(payload, f)
+    return path
+
+
+def model_payload(model: nn.Module, *, meta: dict | None = None, arch: dict | None = None) -> dict:
+    """The dict :func:`save` writes: everything :func:`model_from_payload` needs to rebuild ``model``.
+
+    Other files (e.g. a training checkpoint, which adds optimizer and RNG state) embed it.
+    """
+    if arch is not None and (not isinstance(arch, dict) or not isinstance(arch.get("name"), str)):
+        raise ValueError(f"arch must be a dict {{'name': str, 'kwargs': dict}}, got {arch!r}")
     buffer = io.BytesIO()
     torch.save(model, buffer, pickle_protocol=pickle.HIGHEST_PROTOCOL)
-    payload = {
+    return {
         "format": FORMAT,
         "version": VERSION,
         "arch": None if arch is None else {"name": arch["name"], "kwargs": dict(arch.get("kwargs") or {})},
@@ -81,9 +92,6 @@ def save(
         "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
         "training": {n: m.training for n, m in model.named_modules()},
     }
-    with atomic_write(path, fsync=True) as f:
-        torch.save(payload, f)
-    return path
 
 
 def load(path: str | os.PathLike, *, map_location: Any = "cpu") -> nn.Module:
@@ -111,6 +119,12 @@ def load(path: str | os.PathLike, *, map_location: Any = "cpu") -> nn.Module:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path!r}")
     payload = load_tensors(path, map_location=map_location, what="ExplainFix checkpoint")
+    return model_from_payload(payload, map_location=map_location, source=path)
+
+
+def model_from_payload(payload: Any, *, map_location: Any = "cpu", source: str = "the checkpoint") -> nn.Module:
+    """The model stored in a :func:`model_payload` dict (see :func:`load`, which reads one from a file)."""
+    path = source
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path!r} is not an ExplainFix checkpoint (use torch.load for other files)")
     if int(payload.get("version", 0)) > VERSION:

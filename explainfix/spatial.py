@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Iterable, Iterator
 
-import torch
 from torch import nn
 
 __all__ = [

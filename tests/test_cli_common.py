@@ -11,7 +11,8 @@ from PIL import Image
 from torch import nn
 
 from explainfix.cli import main
-from explainfix.cli._common import DATA_SOURCES, data_source, resolve_model
+from explainfix.data.sources import DATA_SOURCES, data_source
+from explainfix.models.resolve import resolve_model
 from test_data_bbbc038 import _id, random_instances, write_image, write_masks
 from test_data_chexpert import PREFIX, TASKS, TRAIN_ROWS, write_chexpert
 

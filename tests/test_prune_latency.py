@@ -11,7 +11,7 @@ from torch import nn
 
 from explainfix.cli import main
 from explainfix.prune import latency
-from explainfix.prune.latency import Latency, compare_latency, measure_latency
+from explainfix.prune.latency import compare_latency, measure_latency
 
 
 class Clock:

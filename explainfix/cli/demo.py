@@ -37,9 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _first_input(loader) -> torch.Tensor:
-    from explainfix.explain.saliency import _split_batch
+    from explainfix.batches import split_batch
 
-    return _split_batch(next(iter(loader)))[0]
+    return split_batch(next(iter(loader)))[0]
 
 
 def run(args: argparse.Namespace) -> int:

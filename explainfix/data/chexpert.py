@@ -42,7 +42,7 @@ import torch
 from .images import read_image
 from .loaders import ItemDataset, split_indices
 from .transforms import Transform, chexpert_train_transform
-from ..train.metrics import aggregate_by_study
+from .studies import aggregate_by_study
 
 __all__ = [
     "TASKS",

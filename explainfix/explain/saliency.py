@@ -7,12 +7,13 @@ ChannelPrune (which kernels to zero).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
+from explainfix.batches import INPUT_KEYS, TARGET_KEYS, output_tensor, preserved_modes, preserved_requires_grad, split_batch, to_device
 from explainfix.spatial import _require_parameter_weights, _require_spatial
 
 __all__ = ["spatial_saliency", "as_target", "SALIENCY_METHODS", "INPUT_KEYS", "TARGET_KEYS"]
@@ -26,58 +27,6 @@ SALIENCY_METHODS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     "grad_x_weight": lambda grad, weight: grad.mul_(weight),
     "grad": lambda grad, weight: grad,
 }
-
-#: keys under which a dict batch holds the model input / the target (first found wins)
-INPUT_KEYS = ("x", "input", "image")
-TARGET_KEYS = ("y", "target", "label", "mask")
-
-
-def _first_key(batch: Mapping, keys: Sequence[str], what: str, required: bool):
-    for key in keys:
-        if key in batch:
-            return batch[key]
-    if required:
-        raise ValueError(f"a dict batch must hold the {what} under one of {list(keys)}; got keys {list(batch)}")
-    return None
-
-
-def _split_batch(batch) -> tuple[torch.Tensor, Any]:
-    """``(input, target or None)`` of one loader item."""
-    if torch.is_tensor(batch):
-        return batch, None
-    if isinstance(batch, Mapping):
-        return _first_key(batch, INPUT_KEYS, "input", True), _first_key(batch, TARGET_KEYS, "target", False)
-    if isinstance(batch, Sequence) and not isinstance(batch, str) and len(batch) >= 1:
-        return batch[0], (batch[1] if len(batch) > 1 else None)
-    raise ValueError(
-        "the loader must yield tensors, (input, target, ...) tuples or dicts with keys "
-        f"{list(INPUT_KEYS)} / {list(TARGET_KEYS)}; got {type(batch).__name__}"
-    )
-
-
-def _to_device(value, device: torch.device):
-    if torch.is_tensor(value):
-        return value.to(device, non_blocking=True)
-    if isinstance(value, Mapping):
-        return {k: _to_device(v, device) for k, v in value.items()}
-    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
-        return type(value)(_to_device(v, device) for v in value)
-    return value
-
-
-def _output_tensor(output) -> torch.Tensor:
-    """The tensor to explain from a model output: itself, ``output["out"]`` or ``output[0]``."""
-    if torch.is_tensor(output):
-        return output
-    if isinstance(output, Mapping) and "out" in output:
-        return output["out"]
-    if isinstance(output, Sequence) and len(output) > 0 and torch.is_tensor(output[0]):
-        return output[0]
-    raise ValueError(
-        f"cannot explain a model output of type {type(output).__name__}: expected a tensor, a dict with 'out' "
-        "or a tuple whose first item is a tensor"
-    )
-
 
 def as_target(y: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
     """Turn labels into a target ``y`` of the output's shape, values in ``[0, 1]``.
@@ -237,12 +186,10 @@ def spatial_saliency(
             weights.append(module.weight)
     device = weights[0].device
 
-    modes = [(m, m.training) for m in model.modules()]
     params = list(model.parameters())
-    flags = [(p, p.requires_grad) for p in params]
     totals: list[torch.Tensor | None] = [None] * len(weights)
     n_batches = 0
-    try:
+    with preserved_modes(model), preserved_requires_grad(model):
         model.eval()
         for p in params:
             p.requires_grad_(False)
@@ -255,9 +202,9 @@ def spatial_saliency(
             total = max_batches
         with torch.enable_grad():
             for batch in _progress(batches, total, progress):
-                batch = _to_device(batch, device)
-                x, y = _split_batch(batch)
-                output = _output_tensor(model(x))
+                batch = to_device(batch, device)
+                x, y = split_batch(batch)
+                output = output_tensor(model(x))
                 if target is not None:
                     y = target(output, batch)
                 elif y is None:
@@ -279,11 +226,6 @@ def spatial_saliency(
                         totals[k] = score if totals[k] is None else totals[k] + score
                 del grads
                 n_batches += 1
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-        for m, mode in modes:
-            m.training = mode
     if n_batches == 0:
         raise ValueError("the loader yielded no batch; saliency needs at least one minibatch")
     by_weight = {id(w): t for w, t in zip(weights, totals)}

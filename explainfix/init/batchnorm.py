@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import update_bn
 
+from explainfix.batches import model_device, split_batch, to_device
+
 __all__ = ["calibrate_batchnorm"]
 
 
@@ -46,14 +48,12 @@ def calibrate_batchnorm(model: nn.Module, loader: Iterable, *, max_batches: int 
         >>> calibrate_batchnorm(model, [torch.rand(4, 3, 32, 32)])
         1
     """
-    from explainfix.explain.saliency import _split_batch, _to_device
-
     if max_batches is not None and (isinstance(max_batches, bool) or int(max_batches) != max_batches or max_batches < 1):
         raise ValueError(f"max_batches must be an integer >= 1 or None, got {max_batches!r}")
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms:
         return 0
-    device = next(itertools.chain(model.parameters(), model.buffers()), torch.empty(0)).device
+    device = model_device(model)
     saved = [{k: v.clone() for k, v in m.state_dict().items()} for m in norms]
     # update_bn sets every momentum to None and restores it only when it succeeds
     momenta = [(m, m.momentum) for m in norms]
@@ -65,7 +65,7 @@ def calibrate_batchnorm(model: nn.Module, loader: Iterable, *, max_batches: int 
         batches = loader if max_batches is None else itertools.islice(loader, int(max_batches))
         for batch in batches:
             count += 1
-            yield _split_batch(_to_device(batch, device))[0]
+            yield split_batch(to_device(batch, device))[0]
 
     try:
         update_bn(inputs(), model)

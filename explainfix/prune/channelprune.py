@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterable, Mapping
 import torch
 from torch import nn
 
+from ..batches import eval_mode
 from ..spatial import _require_parameter_weights, _require_spatial, spatial_convs
 from . import graph
 from .fillzero import FILLS, fill_zeros
@@ -321,13 +322,8 @@ def _input_shape(example_inputs) -> tuple[int, ...]:
 
 @torch.no_grad()
 def _outputs(model: nn.Module, example_inputs) -> list[torch.Tensor]:
-    flags = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
+    with eval_mode(model):
         out = graph.run_model(model, example_inputs)
-    finally:
-        for m, flag in flags.items():
-            m.training = flag
     return [t.detach().clone() for t in graph._flatten(out) if isinstance(t, torch.Tensor)]
 
 

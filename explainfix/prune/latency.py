@@ -17,6 +17,8 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
+from explainfix.batches import eval_mode
+
 __all__ = ["Latency", "LatencyComparison", "measure_latency", "compare_latency"]
 
 Timer = Callable[[], float]
@@ -266,14 +268,8 @@ def _synchronizer(device: torch.device) -> Callable[[], None]:
 @contextlib.contextmanager
 def _eval_no_grad(model: nn.Module):
     """Eval mode and no autograd inside; every module's ``training`` flag restored on exit."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        for m, flag in flags:
-            m.training = flag
+    with eval_mode(model, no_grad=True):
+        yield
 
 
 def _run(pairs, devices, warmup: int, repeats: int, timer: Timer | None) -> list[list[float]]:

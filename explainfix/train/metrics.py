@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from scipy.stats import rankdata
 
+from ..data.studies import aggregate_by_study
 from .losses import u_ignore
 
 __all__ = [
@@ -150,41 +151,6 @@ def multilabel_auc(scores, labels, mask=None, tasks: Sequence[str] | None = None
     defined = [a for a in per_task if not math.isnan(a)]
     mean = float(np.mean(defined)) if defined else math.nan
     return AUCResult(tuple(per_task), mean, names, tuple(counts))
-
-
-def aggregate_by_study(
-    values: torch.Tensor, studies: Sequence[str], reduce: str = "max"
-) -> tuple[list[str], torch.Tensor]:
-    """Aggregate per-image rows into per-study rows (the paper's study-level test AUC).
-
-    Args:
-        values: ``(N, ...)`` per-image predictions (or labels, or masks).
-        studies: ``N`` study ids, e.g. ``[study_id(p) for p in paths]`` or ``batch["meta"]["study"]``.
-        reduce: ``"max"`` (default: a study is positive if any view is) or ``"mean"``.
-
-    Returns:
-        ``(study_ids, aggregated)``: ids in first-seen order and a ``(S, ...)`` tensor
-        (float; ``bool`` for ``bool`` input, where ``"max"`` means "any view").
-
-    Example:
-        >>> aggregate_by_study(torch.tensor([[0.1], [0.7], [0.3]]), ["a", "a", "b"])
-        (['a', 'b'], tensor([[0.7000],
-                [0.3000]]))
-    """
-    values = torch.as_tensor(values)
-    if values.shape[0] != len(studies):
-        raise ValueError(f"got {values.shape[0]} rows of values but {len(studies)} study ids")
-    if reduce not in ("max", "mean"):
-        raise ValueError(f"reduce must be 'max' or 'mean', got {reduce!r}")
-    order = list(dict.fromkeys(studies))
-    lookup = {s: i for i, s in enumerate(order)}
-    group = torch.tensor([lookup[s] for s in studies], dtype=torch.int64)
-    src = values if values.is_floating_point() else values.float()
-    index = group.view(-1, *([1] * (src.dim() - 1))).expand_as(src)
-    out = torch.zeros((len(order), *src.shape[1:]), dtype=src.dtype).scatter_reduce(
-        0, index, src, reduce="amax" if reduce == "max" else "mean", include_self=False
-    )
-    return order, out.bool() if values.dtype == torch.bool else out
 
 
 def study_auc(
