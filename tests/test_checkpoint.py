@@ -37,7 +37,7 @@ def test_fresh_process_identical_outputs(tmp_path):
         f"""
         import torch
         from explainfix.checkpoint import load
-        m = load({str(tmp_path / 'model.pt')!r})
+        m = load({str(tmp_path / 'model.pt')!r}, trust=True)
         x = torch.load({str(tmp_path / 'x.pt')!r})
         y = torch.load({str(tmp_path / 'y.pt')!r})
         with torch.no_grad():
@@ -86,7 +86,7 @@ def test_arch_mismatch_falls_back_to_module(tmp_path):
     model = models.create_model("resnet18", in_chans=1, num_classes=2).eval()
     model.relu = nn.SiLU()  # parameter-free change a state_dict cannot show
     path = save(model, tmp_path / "m.pt", arch={"name": "resnet18", "kwargs": {"in_chans": 1, "num_classes": 2}})
-    loaded = load(path)
+    loaded = load(path, trust=True)
     assert isinstance(loaded.relu, nn.SiLU)
 
 
@@ -144,4 +144,4 @@ def test_unimportable_class_is_a_runtime_error_naming_it(tmp_path):
     """)
     subprocess.run([sys.executable, "-c", script], check=True)
     with pytest.raises(RuntimeError, match="OnlyInThisScript"):
-        load(tmp_path / "custom.pt")
+        load(tmp_path / "custom.pt", trust=True)

@@ -44,7 +44,7 @@ def test_checkpoint_path_goes_to_checkpoint_load(tmp_path, monkeypatch):
     path.write_bytes(b"stub")
     seen = []
 
-    def load(p):
+    def load(p, **kwargs):
         seen.append(p)
         return nn.Sequential(nn.Conv2d(1, 2, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
 
@@ -67,7 +67,9 @@ def test_real_checkpoint_round_trip(tmp_path):
     initialize(model, "ghaar", seed=0)
     path = checkpoint.save(model, tmp_path / "ghaar.pt")
     out = tmp_path / "out"
-    assert main(["explain", "--model", str(path), "--out", str(out), "--format", "pdf"]) == 0
+    assert main(["explain", "--model", str(path), "--out", str(out)]) == 2  # a custom model: pickled
+    assert not out.exists()
+    assert main(["explain", "--model", str(path), "--trust-checkpoint", "--out", str(out), "--format", "pdf"]) == 0
     data = json.loads((out / "spectra.json").read_text())["without_saliency"]
     expected = explainsteer(model)
     assert [l["kernel_shape"] for l in data["layers"]] == [[3, 3], [5, 5]]

@@ -30,10 +30,11 @@ __all__ = [
 def model_from_args(args: argparse.Namespace) -> tuple[nn.Module, dict | None]:
     """The options of :func:`add_model_arguments` -> ``(model, arch)``.
 
-    :func:`resolve_model` on ``--model`` / ``--in-chans`` / ``--num-classes``; with ``--init``,
+    :func:`resolve_model` on ``--model`` / ``--in-chans`` / ``--num-classes`` / ``--trust-checkpoint``; with ``--init``,
     the spatial filters are then re-initialized and fixed (:func:`explainfix.initialize`, ``--seed``).
     """
-    model, arch = resolve_model(args.model, in_chans=args.in_chans, num_classes=args.num_classes)
+    model, arch = resolve_model(args.model, in_chans=args.in_chans, num_classes=args.num_classes,
+                                trust=getattr(args, "trust_checkpoint", False))
     if args.init:
         from explainfix.init import initialize
 
@@ -56,13 +57,19 @@ def check_out_folder(path: str | os.PathLike) -> Path:
 
 # --------------------------------------------------------------------------- options
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--model``, ``--in-chans``, ``--num-classes``, ``--init``, ``--seed``."""
+    """``--model``, ``--trust-checkpoint``, ``--in-chans``, ``--num-classes``, ``--init``, ``--seed``."""
     parser.add_argument("--model", required=True,
                         help="a checkpoint file, or a model name (explainfix.list_models(), or another "
-                             "torchvision classification model)")
+                             "torchvision classification model). A checkpoint is rebuilt from its stored "
+                             "architecture without running code from the file; one that only unpickling can "
+                             "restore (a custom model) is refused unless --trust-checkpoint is given")
+    parser.add_argument("--trust-checkpoint", action="store_true",
+                        help="allow unpickling the model stored in a --model checkpoint when its architecture "
+                             "cannot rebuild it; unpickling RUNS CODE FROM THE FILE: only for files you trust")
     parser.add_argument("--in-chans", "--in-channels", dest="in_chans", type=int, default=None,
-                        help="input channels of a model built by name")
-    parser.add_argument("--num-classes", type=int, default=None, help="outputs of a model built by name")
+                        help="input channels of a model built by name (an error with a checkpoint)")
+    parser.add_argument("--num-classes", type=int, default=None,
+                        help="outputs of a model built by name (an error with a checkpoint)")
     parser.add_argument("--init", default=None, metavar="METHOD",
                         help="re-initialize (and fix) the spatial filters first (explainfix.list_inits()), "
                              "e.g. dct2, ghaar, psine")

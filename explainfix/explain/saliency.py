@@ -7,6 +7,7 @@ ChannelPrune (which kernels to zero).
 from __future__ import annotations
 
 import itertools
+import numbers
 from collections.abc import Iterable
 from typing import Any, Callable
 
@@ -86,6 +87,37 @@ def _kernel_scores(grad: torch.Tensor | None, weight: torch.Tensor, method: str)
     return (kernels @ ones).reshape(weight.shape[:2])
 
 
+def check_max_batches(max_batches: Any) -> int | None:
+    """``max_batches`` as an int >= 1 or None; anything else (``1.5``, ``"2"``, ``True``) is a ValueError."""
+    if max_batches is None:
+        return None
+    if isinstance(max_batches, bool) or not isinstance(max_batches, numbers.Integral) or max_batches < 1:
+        raise ValueError(f"max_batches must be an integer >= 1 or None, got {max_batches!r}")
+    return int(max_batches)
+
+
+def _normal_tensors(value):
+    """``value`` with every inference tensor (made under ``torch.inference_mode()``) cloned into a normal one."""
+    if torch.is_tensor(value):
+        return value.clone() if value.is_inference() else value
+    if isinstance(value, dict):
+        return {k: _normal_tensors(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
+        return type(value)(_normal_tensors(v) for v in value)
+    return value
+
+
+def _require_normal_model(model: nn.Module) -> None:
+    for kind, items in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):
+        for name, tensor in items:
+            if tensor.is_inference():
+                raise ValueError(
+                    f"{kind} {name!r} of the model is an inference tensor (the model was created or loaded under "
+                    "torch.inference_mode()), so no gradient can be taken for saliency; build or load the model "
+                    "outside torch.inference_mode() (torch.no_grad() is fine)"
+                )
+
+
 def _progress(iterable, total, enabled: bool):
     if not enabled:
         return iterable
@@ -128,7 +160,7 @@ def spatial_saliency(
             negative = uncertain -> 0), or ``callable(output, batch) -> y`` giving a
             tensor of the output's shape (``batch`` as the loader yielded it, its
             tensors moved to the model's device).
-        max_batches: Use at most this many minibatches (``M`` in Eq. 4).
+        max_batches: Use at most this many minibatches (``M`` in Eq. 4); an int >= 1.
         progress: Show a tqdm progress bar.
 
     Returns:
@@ -141,7 +173,9 @@ def spatial_saliency(
     Raises:
         NoSpatialConvError: if the model has no spatial convolution.
         ValueError: on a spatial conv whose weight is computed by a
-            parametrization (e.g. ``weight_norm``), an unknown method, ``max_batches < 1``, an empty loader, a
+            parametrization (e.g. ``weight_norm``), an unknown method, a ``max_batches`` that is not an
+            int >= 1 (``1.5``, ``"2"`` and ``True`` are refused), a model whose parameters or buffers are
+            inference tensors (made under ``torch.inference_mode()``), an empty loader, a
             batch without a target when ``target`` is ``None``, a target whose
             shape does not fit the output, or scores that are not finite (the
             model overflows; see :func:`explainfix.calibrate_batchnorm`).
@@ -154,6 +188,9 @@ def spatial_saliency(
         nothing is written to any ``.grad``. Where an output is exactly
         0 the denominator is replaced by 1 (the unscaled gradient), so no NaN or
         inf arises.
+
+        Gradients are enabled for the computation even under ``torch.no_grad()`` or
+        ``torch.inference_mode()``; batch tensors made under inference mode are cloned first.
 
         Side effects, all undone before returning (also on error): the model runs
         in eval mode (BatchNorm uses its running statistics, dropout is off; every
@@ -174,12 +211,12 @@ def spatial_saliency(
     """
     if method not in SALIENCY_METHODS:
         raise ValueError(f"unknown saliency method {method!r}; choose one of {sorted(SALIENCY_METHODS)}")
-    if max_batches is not None and int(max_batches) < 1:
-        raise ValueError(f"max_batches must be >= 1 or None, got {max_batches}")
+    max_batches = check_max_batches(max_batches)
     if target is not None and not callable(target):
         raise ValueError(f"target must be None or a callable(output, batch) -> y, got {type(target).__name__}")
     layers = _require_spatial(model, "no kernel to score")
     _require_parameter_weights(layers, "scored")
+    _require_normal_model(model)
     weights: list[nn.Parameter] = []  # unique weights (a weight may be shared by several layers)
     for _, module in layers:
         if not any(module.weight is w for w in weights):
@@ -189,43 +226,43 @@ def spatial_saliency(
     params = list(model.parameters())
     totals: list[torch.Tensor | None] = [None] * len(weights)
     n_batches = 0
-    with preserved_modes(model), preserved_requires_grad(model):
+    # inference_mode(False): a caller's torch.inference_mode() would otherwise silently give no gradient
+    with torch.inference_mode(False), torch.enable_grad(), preserved_modes(model), preserved_requires_grad(model):
         model.eval()
         for p in params:
             p.requires_grad_(False)
         for w in weights:
             w.requires_grad_(True)
-        batches = loader if max_batches is None else itertools.islice(loader, int(max_batches))
+        batches = loader if max_batches is None else itertools.islice(loader, max_batches)
         try:
-            total = len(loader) if max_batches is None else min(len(loader), int(max_batches))
+            total = len(loader) if max_batches is None else min(len(loader), max_batches)
         except TypeError:
             total = max_batches
-        with torch.enable_grad():
-            for batch in _progress(batches, total, progress):
-                batch = to_device(batch, device)
-                x, y = split_batch(batch)
-                output = output_tensor(model(x))
-                if target is not None:
-                    y = target(output, batch)
-                elif y is None:
-                    raise ValueError(
-                        "the loader yields inputs without targets; yield (x, y) pairs or pass "
-                        "target=callable(output, batch)"
-                    )
-                y = as_target(y, output)
-                scale = output.detach()
-                scale = torch.where(scale == 0, torch.ones_like(scale), scale)
-                if output.requires_grad:
-                    grads = torch.autograd.grad(output, weights, grad_outputs=y / scale, allow_unused=True)
-                else:  # no spatial weight influences the output
-                    grads = (None,) * len(weights)
-                del output, y, scale
-                with torch.no_grad():
-                    for k, (g, w) in enumerate(zip(grads, weights)):
-                        score = _kernel_scores(g, w, method)
-                        totals[k] = score if totals[k] is None else totals[k] + score
-                del grads
-                n_batches += 1
+        for batch in _progress(batches, total, progress):
+            batch = _normal_tensors(to_device(batch, device))
+            x, y = split_batch(batch)
+            output = output_tensor(model(x))
+            if target is not None:
+                y = target(output, batch)
+            elif y is None:
+                raise ValueError(
+                    "the loader yields inputs without targets; yield (x, y) pairs or pass "
+                    "target=callable(output, batch)"
+                )
+            y = as_target(y, output)
+            scale = output.detach()
+            scale = torch.where(scale == 0, torch.ones_like(scale), scale)
+            if output.requires_grad:
+                grads = torch.autograd.grad(output, weights, grad_outputs=y / scale, allow_unused=True)
+            else:  # no spatial weight influences the output
+                grads = (None,) * len(weights)
+            del output, y, scale
+            with torch.no_grad():
+                for k, (g, w) in enumerate(zip(grads, weights)):
+                    score = _kernel_scores(g, w, method)
+                    totals[k] = score if totals[k] is None else totals[k] + score
+            del grads
+            n_batches += 1
     if n_batches == 0:
         raise ValueError("the loader yielded no batch; saliency needs at least one minibatch")
     by_weight = {id(w): t for w, t in zip(weights, totals)}

@@ -15,6 +15,7 @@ from torch import nn
 from torch.optim.swa_utils import update_bn
 
 from explainfix.batches import model_device, split_batch, to_device
+from explainfix.explain.saliency import check_max_batches
 
 __all__ = ["calibrate_batchnorm"]
 
@@ -48,8 +49,7 @@ def calibrate_batchnorm(model: nn.Module, loader: Iterable, *, max_batches: int 
         >>> calibrate_batchnorm(model, [torch.rand(4, 3, 32, 32)])
         1
     """
-    if max_batches is not None and (isinstance(max_batches, bool) or int(max_batches) != max_batches or max_batches < 1):
-        raise ValueError(f"max_batches must be an integer >= 1 or None, got {max_batches!r}")
+    max_batches = check_max_batches(max_batches)
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms:
         return 0
@@ -62,7 +62,7 @@ def calibrate_batchnorm(model: nn.Module, loader: Iterable, *, max_batches: int 
 
     def inputs():
         nonlocal count
-        batches = loader if max_batches is None else itertools.islice(loader, int(max_batches))
+        batches = loader if max_batches is None else itertools.islice(loader, max_batches)
         for batch in batches:
             count += 1
             yield split_batch(to_device(batch, device))[0]

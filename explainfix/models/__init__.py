@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from .registry import create_model, list_models, register_model
 from .torchvision_models import TORCHVISION_MODELS, adapt_stem_weight, load_pretrained
+from .small_cnn import SmallCNN
 from .unet_d import UNetD
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "list_models",
     "register_model",
     "UNetD",
+    "SmallCNN",
     "TORCHVISION_MODELS",
     "adapt_stem_weight",
     "load_pretrained",

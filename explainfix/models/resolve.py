@@ -5,6 +5,7 @@ experiments all resolve models here.
 """
 from __future__ import annotations
 
+import copy
 import difflib
 import os
 from pathlib import Path
@@ -24,7 +25,7 @@ def _torchvision_names() -> list[str]:
 
 
 def resolve_model(
-    spec: str, *, in_chans: int | None = None, num_classes: int | None = None
+    spec: str, *, in_chans: int | None = None, num_classes: int | None = None, trust: bool = False
 ) -> tuple[nn.Module, dict | None]:
     """A model from a checkpoint file or a model name, and how to rebuild it.
 
@@ -35,16 +36,20 @@ def resolve_model(
             3 input channels, random weights).
         in_chans: input channels of a model built by name (``None``: the architecture's default).
         num_classes: outputs of a model built by name (``None``: the architecture's default).
+        trust: let :func:`explainfix.checkpoint.load` unpickle a checkpoint's stored module when its
+            architecture cannot rebuild it (runs code from the file; CLI ``--trust-checkpoint``).
 
     Returns:
-        ``(model, arch)``: ``arch = {"name": name, "kwargs": {...}}`` for a registered name (what
-        :func:`explainfix.checkpoint.save` stores to rebuild it), ``None`` otherwise.
+        ``(model, arch)``: ``arch = {"name": name, "kwargs": {...}}`` for a registered name, or the
+        ``arch`` a checkpoint stores (what :func:`explainfix.checkpoint.save` stores to rebuild it);
+        ``None`` otherwise.
 
     Raises:
         FileNotFoundError: ``spec`` looks like a path (has a folder separator or a checkpoint
             suffix) but no such file exists.
-        ValueError: an unknown name (listing close names), or ``in_chans`` other than 3 for a
-            torchvision-only model.
+        ValueError: an unknown name (listing close names), ``in_chans`` other than 3 for a
+            torchvision-only model, ``in_chans`` / ``num_classes`` with a checkpoint (which keeps
+            its own shapes), or a checkpoint only unpickling could restore while ``trust`` is False.
 
     Example:
         >>> model, arch = resolve_model("resnet18", num_classes=2)
@@ -55,10 +60,17 @@ def resolve_model(
     if path.is_file():
         from explainfix.checkpoint import load
 
-        model = load(path)
+        given = [f"{k}={v}" for k, v in (("in_chans", in_chans), ("num_classes", num_classes)) if v is not None]
+        if given:
+            raise ValueError(
+                f"{', '.join(given)} only applies to a model built by name; the checkpoint {spec} keeps the "
+                "shapes it was saved with (leave --in-chans / --num-classes out)"
+            )
+        model = load(path, trust=trust)
         if not isinstance(model, nn.Module):
             raise RuntimeError(f"{path} did not load to a model (got {type(model).__name__})")
-        return model, None
+        arch = getattr(model, "explainfix_arch", None)
+        return model, (copy.deepcopy(arch) if isinstance(arch, dict) else None)
     if os.sep in spec or "/" in spec or spec.endswith(CHECKPOINT_SUFFIXES):
         raise FileNotFoundError(f"no checkpoint file at {spec}")
     from explainfix.models import create_model, list_models
