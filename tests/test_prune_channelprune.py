@@ -98,12 +98,12 @@ def test_failure_part_way_leaves_model_untouched(monkeypatch, step):
     snap = snapshot(model)
     scores = weight_scores(model)
     mod = importlib.import_module("explainfix.prune.channelprune")
-    graph = importlib.import_module("explainfix.prune.graph")
+    graph = importlib.import_module("explainfix.prune.plan")
 
     def boom(*args, **kwargs):
         if step == "apply_plan":  # fail after half of the cuts were made
             plan = args[1]
-            half = graph.ChannelPlan(plan.removals[: len(plan.removals) // 2], plan.ghosts)
+            half = graph.ChannelPlan(plan.removals[: len(plan.removals) // 2], plan.ghosts, folds=plan.folds)
             real_apply(args[0], half)
         raise RuntimeError("injected failure")
 

@@ -14,6 +14,7 @@ import torchvision
 from torch import nn
 
 from explainfix.prune import channelprune, weight_scores, zero_kernels
+from explainfix.prune import plan as graph
 from explainfix.spatial import fix_spatial
 
 TOL = 1e-10

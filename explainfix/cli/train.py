@@ -32,7 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from explainfix.train import load_config, train
+    import sys
+
+    from explainfix.train import TrainingInterrupted, load_config, train
 
     config_source = args.config
     if config_source is None and args.resume and (Path(args.out) / "config.yaml").is_file():
@@ -43,7 +45,11 @@ def run(args: argparse.Namespace) -> int:
 
         print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
         return 0
-    result = train(config, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+    try:
+        result = train(config, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+    except TrainingInterrupted as err:
+        print(f"explainfix train: {err}", file=sys.stderr)
+        return 130
     monitor = result["monitor"]
     test = result.get("test") or {}
     summary = {k: test.get(k, {}).get(monitor["metric"].removeprefix("val_")) for k in ("best", "last")}

@@ -20,14 +20,25 @@ with :func:`explainfix.load` exports the same way.
 """
 from __future__ import annotations
 
-from .channelprune import channelprune, check_scores, default_example_inputs, weight_scores, zero_kernels
+from .channelprune import (
+    DEFAULT_MODE,
+    NORMS,
+    channelprune,
+    check_scores,
+    default_example_inputs,
+    weight_scores,
+    zero_kernels,
+)
 from .fillzero import FILLS, fill_zeros
 from .latency import Latency, LatencyComparison, compare_latency, measure_latency
-from .report import PruneReport
+from .report import PruneReport, PruneWarning
 
 __all__ = [
     "channelprune",
     "PruneReport",
+    "PruneWarning",
+    "DEFAULT_MODE",
+    "NORMS",
     "weight_scores",
     "zero_kernels",
     "check_scores",

@@ -3,7 +3,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-__all__ = ["PruneReport"]
+__all__ = ["PruneReport", "PruneWarning"]
+
+
+class PruneWarning(UserWarning):
+    """A pruned model that changed, or that is degenerate (see :attr:`PruneReport.warnings`)."""
 
 
 @dataclass(frozen=True)
@@ -25,9 +29,15 @@ class PruneReport:
         seconds: Wall time of each step, in execution order.
         ghost_biases_dropped: BatchNorm shifts / conv biases of dead channels set to 0
             (``mode="paper"`` only).
-        max_rel_diff: Largest relative difference between the pruned model and the
-            zeroed model (with ghost biases dropped) on the example input, measured
-            before FillZero; ``None`` if not verified.
+        max_rel_diff: ChannelPrune's self-check: largest relative difference (float64,
+            before FillZero) between the pruned model and its reference - the zeroed
+            model, with ghost biases dropped in ``mode="paper"``; ``None`` if not verified.
+        change_vs_zeroed: The true change: largest relative difference between the
+            pruned model (before FillZero) and the model handed in after zeroing, on the
+            example input (float64). 0 up to rounding in ``mode="exact"``.
+        change_vs_original: The same against the model handed in, before zeroing.
+        biases_folded: Layers whose bias absorbed the constants of removed channels.
+        warnings: Degenerate results and large changes (also raised as ``PruneWarning``).
         seed: Seed of the FillZero generator.
         groups: Dependency groups (sets of coupled channels) examined.
         groups_pruned: Groups that lost at least one channel.
@@ -54,6 +64,10 @@ class PruneReport:
     groups: int = 0
     groups_pruned: int = 0
     refused: dict[str, int] = field(default_factory=dict)
+    change_vs_zeroed: float | None = None
+    change_vs_original: float | None = None
+    biases_folded: int = 0
+    warnings: tuple[str, ...] = ()
 
     @property
     def kernels_zeroed_fraction(self) -> float:
@@ -83,6 +97,7 @@ class PruneReport:
         d = asdict(self)
         d["input_shape"] = list(self.input_shape)
         d["channels"] = {k: list(v) for k, v in self.channels.items()}
+        d["warnings"] = list(self.warnings)
         d.update(
             kernels_zeroed_fraction=self.kernels_zeroed_fraction,
             params_kept=self.params_kept,
@@ -116,8 +131,16 @@ class PruneReport:
             lines.append(f"  kept whole because of : {kept}")
         if self.mode == "paper":
             lines.append(f"  ghost biases dropped   : {self.ghost_biases_dropped}")
+        lines.append(f"  constants folded into biases of: {self.biases_folded} layers")
+        if self.change_vs_zeroed is not None:
+            lines.append(f"  pruned vs zeroed model  (before FillZero): max rel change {self.change_vs_zeroed:.2e}")
+        if self.change_vs_original is not None:
+            lines.append(f"  pruned vs model handed in (before zeroing): max rel change {self.change_vs_original:.2e}")
         if self.max_rel_diff is not None:
-            lines.append(f"  pruned vs zeroed (before FillZero): max rel diff {self.max_rel_diff:.2e}")
+            ref = "zeroed with ghost biases dropped" if self.mode == "paper" else "zeroed"
+            lines.append(f"  self-check vs {ref}: max rel diff {self.max_rel_diff:.2e}")
+        for w in self.warnings:
+            lines.append(f"  WARNING: {w}")
         steps = "  ".join(f"{k} {v:.3f}s" for k, v in self.seconds.items())
         lines.append(f"  time: {steps}  (total {self.total_seconds:.3f}s)")
         return "\n".join(lines)

@@ -328,7 +328,15 @@ class ValueAnalysis:
     @staticmethod
     def conv_weight_is_direct(f, conv) -> bool:
         g = f.next_functions[1][0] if len(f.next_functions) > 1 else None
-        return is_acc(g) and g.variable is conv.weight
+        if is_acc(g):
+            return g.variable is conv.weight
+        if g is not None:
+            return False  # computed in forward (weight standardisation, ...)
+        try:  # a frozen weight leaves no autograd node: compare the saved tensor
+            w = f._saved_weight
+        except (AttributeError, RuntimeError):
+            return False
+        return w.shape == conv.weight.shape and w.data_ptr() == conv.weight.data_ptr()
 
     def _conv(self, f, conv) -> torch.Tensor:
         _, live, wsum, vin, preserving = self.conv_info(conv, f)
@@ -345,7 +353,7 @@ class ValueAnalysis:
         unknown = (lv & torch.isnan(vg)).any(-1).reshape(-1)
         nonzero = (lv & (vg != 0) & ~torch.isnan(vg)).any(-1).reshape(-1)
         s = torch.where(lv & ~torch.isnan(vg), vg * ws, torch.zeros(())).sum(-1).reshape(-1)
-        out = torch.where(unknown | (nonzero & ~preserving), NAN, s)
+        out = torch.where(unknown | (nonzero & (not preserving)), NAN, s)
         if conv.bias is None:
             return out
         bias = _f64(conv.bias)

@@ -64,7 +64,7 @@ class ModelConfig(_Section):
     num_classes: int | None = Field(None, ge=1, description="default: the data's outputs")
     pretrained: str | None = Field(None, description="local weights file (or 'torchvision' with internet)")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="architecture options of create_model")
-    trust_checkpoint: bool = Field(False, description="allow unpickling a checkpoint given as model.name")
+    trust_checkpoint: bool = Field(False, description="allow unpickling checkpoints the config names (model.name, arm.guide)")
 
 
 class ArmConfig(_Section):

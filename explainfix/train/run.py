@@ -111,11 +111,7 @@ def _build_model(config: TrainConfig, data) -> tuple[nn.Module, dict | None]:
         raise ConfigError(f"model.kwargs needs a registered model (explainfix.list_models()), not {m.name!r}")
     kwargs = {"in_chans": m.in_chans, "num_classes": num_classes}
     if Path(m.name).is_file():
-        kwargs = {"trust": True} if m.trust_checkpoint else {}
-        try:
-            model, arch = resolve_model(m.name, **kwargs)
-        except TypeError:  # a resolve_model without the trust keyword
-            model, arch = resolve_model(m.name)
+        model, arch = resolve_model(m.name, trust=m.trust_checkpoint)
     else:
         model, arch = resolve_model(m.name, in_chans=None if in_chans == 3 else in_chans, num_classes=num_classes)
     return model, arch
@@ -214,7 +210,7 @@ def _guide_model(spec: str, data, config: TrainConfig) -> nn.Module:
     from explainfix.spatial import spatial_convs
 
     try:
-        guide, _ = resolve_model(spec, in_chans=None)
+        guide, _ = resolve_model(spec, trust=config.model.trust_checkpoint)
     except (ValueError, FileNotFoundError) as err:
         raise ConfigError(f"arm.guide: {err}") from None
     if not any(True for _ in spatial_convs(guide)):

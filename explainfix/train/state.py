@@ -101,10 +101,7 @@ def load_state(path: str | os.PathLike, *, map_location: Any = "cpu") -> tuple[d
         raise ValueError(f"{path} is not an ExplainFix training checkpoint")
     if int(state.get("version", 0)) > VERSION:
         raise ValueError(f"{path} has training-checkpoint version {state['version']}; this ExplainFix reads up to {VERSION}")
-    try:
-        model = model_from_payload(state["model"], map_location=map_location, source=str(path), trust=True)
-    except TypeError:  # an explainfix.checkpoint without the trust keyword
-        model = model_from_payload(state["model"], map_location=map_location, source=str(path))
+    model = model_from_payload(state["model"], map_location=map_location, source=str(path), trust=True)
     return state, model
 
 
@@ -112,7 +109,4 @@ def load_own_model(path: str | os.PathLike, *, map_location: Any = "cpu") -> nn.
     """A model file this run wrote itself (``best.pt`` / ``last.pt``): trusted, so custom models load too."""
     from explainfix.checkpoint import load
 
-    try:
-        return load(path, map_location=map_location, trust=True)
-    except TypeError:  # an explainfix.checkpoint without the trust keyword
-        return load(path, map_location=map_location)
+    return load(path, map_location=map_location, trust=True)
