@@ -260,6 +260,24 @@ def _whiten(kernels: torch.Tensor) -> torch.Tensor:
     return flat.reshape(kernels.shape)
 
 
+def _minmax_unit(kernels: torch.Tensor) -> torch.Tensor:
+    """Min-max to ``[-1, 1]`` then unit L2 norm per kernel (keeps a DC component); constant -> zero."""
+    flat = kernels.reshape(kernels.shape[0], -1)
+    lo, hi = flat.amin(dim=1, keepdim=True), flat.amax(dim=1, keepdim=True)
+    span = hi - lo
+    tiny = torch.finfo(flat.dtype).tiny
+    flat = torch.where(span > tiny, 2 * (flat - lo) / torch.where(span > tiny, span, torch.ones_like(span)) - 1,
+                       torch.zeros_like(flat))
+    norm = flat.norm(dim=1, keepdim=True)
+    flat = flat / torch.where(norm > tiny, norm, torch.ones_like(norm))
+    return flat.reshape(kernels.shape)
+
+
+#: Psine normalisations: ``"minmax"`` (min-max to [-1, 1], unit norm: as the paper's models were
+#: trained, keeps each kernel's mean) and ``"whiten"`` (zero mean, unit norm: the paper's text)
+PSINE_NORMALIZATIONS = {"minmax": _minmax_unit, "whiten": _whiten}
+
+
 def ones_kernels(
     n: int,
     shape: int | Sequence[int],
@@ -560,22 +578,26 @@ def psine_params(
     return PsineParams(terms, powers, freqs.to(dtype), phases.to(dtype), weights.to(dtype))
 
 
-def psine_from_params(params: PsineParams, shape: int | Sequence[int]) -> torch.Tensor:
-    """Psine kernels from given parameters (deterministic), whitened to zero mean, unit norm.
+def psine_from_params(params: PsineParams, shape: int | Sequence[int], *, normalize: str = "minmax") -> torch.Tensor:
+    """Psine kernels from given parameters (deterministic), normalised per kernel.
 
     Args:
         params: See :class:`PsineParams`.
         shape: Kernel shape ``(N_1, ..., N_d)`` with ``d`` matching the parameters; may
             differ from the shape they were drawn for (e.g. a 20x20 rendering).
+        normalize: ``"minmax"`` (default; min-max to [-1, 1] then unit L2 norm) or ``"whiten"``
+            (zero mean, unit L2 norm), see :data:`PSINE_NORMALIZATIONS`.
 
     Returns:
         Tensor ``(n, *shape)`` in the dtype / device of ``params.frequencies``.
 
     Notes:
-        ``F = whiten( sum_i w_i (outer_j sin(f_ij x_j + t_ij)) ** p_i )`` with
+        ``F = normalize( sum_i w_i (outer_j sin(f_ij x_j + t_ij)) ** p_i )`` with
         ``x_j = linspace(0, pi, N_j)``; powers are element-wise.
     """
     shape = _as_shape(shape)
+    if normalize not in PSINE_NORMALIZATIONS:
+        raise ValueError(f"Psine normalize must be one of {sorted(PSINE_NORMALIZATIONS)}, got {normalize!r}")
     f, t = params.frequencies, params.phases
     if f.dim() != 3 or f.shape[2] != len(shape):
         raise ValueError(f"Psine parameters of {f.shape[-1]}-D kernels do not fit kernel shape {shape}")
@@ -587,7 +609,7 @@ def psine_from_params(params: PsineParams, shape: int | Sequence[int]) -> torch.
     head = _outer(sines[:-1]).reshape(n, L, -1) if len(shape) > 1 else torch.ones(n, L, 1, dtype=f.dtype, device=f.device)
     head = head * params.weights.to(f.dtype)[..., None]  # (n, L, N_1 * ... * N_{d-1})
     out = torch.bmm(head.transpose(1, 2), sines[-1])  # (n, N_1 * ... * N_{d-1}, N_d)
-    return _whiten(out.reshape(n, *shape))
+    return PSINE_NORMALIZATIONS[normalize](out.reshape(n, *shape))
 
 
 def psine_kernels(
@@ -595,6 +617,7 @@ def psine_kernels(
     shape: int | Sequence[int],
     *,
     max_frequency: tuple[float, float] = (1.0, 5.0),
+    normalize: str = "minmax",
     generator: torch.Generator | None = None,
     dtype: torch.dtype = torch.float32,
     device=None,
@@ -603,13 +626,18 @@ def psine_kernels(
 
     Each kernel is a weighted sum of ``l`` outer products of sinusoids, each raised
     element-wise to an integer power ``p``, with ``l >= 2 max(p) + 1`` (full steering),
-    whitened to zero mean and unit L2 norm. See :func:`psine_params` for the
+    normalised per kernel: ``normalize="minmax"`` (default) maps it to [-1, 1] then to unit
+    L2 norm, as the paper's trained models did, keeping the kernel's mean (its response to
+    flat image regions); ``"whiten"`` gives zero mean and unit norm, as the paper's text
+    says - such kernels ignore the image's local brightness, which costs Dice on the
+    nuclei data (see the README). See :func:`psine_params` for the
     distributions and :func:`psine_from_params` for the formula.
 
     Args:
         n: Number of kernels.
         shape: Kernel shape ``(N_1, ..., N_d)``, square or not, any ``d``.
         max_frequency: Range of the per-kernel maximum frequency ``fmax``.
+        normalize: ``"minmax"`` or ``"whiten"`` (see above).
         generator: Source of randomness.
         dtype, device: Of the returned tensor.
 
@@ -632,7 +660,7 @@ def psine_kernels(
             b - a, shape, terms=terms[order[a:b]], max_frequency=max_frequency, generator=generator, dtype=work,
             device=wdev,
         )
-        return psine_from_params(params, shape)
+        return psine_from_params(params, shape, normalize=normalize)
 
     out = _in_chunks(n, shape, PSINE_MAX_TERMS * math.prod(shape), make, dtype=work, device=wdev, order=order)
     return out.to(dtype=dtype, device=device)

@@ -135,7 +135,8 @@ def test_initialize_sets_weights_and_fixes(method):
             torch.testing.assert_close(flat, B[idx], atol=1e-6, rtol=0)
         elif method == "psine":
             torch.testing.assert_close(flat.norm(dim=1), torch.ones(flat.shape[0], dtype=torch.float64), atol=1e-5, rtol=0)
-            assert flat.mean(1).abs().max() < 1e-6
+            # min-max normalised (default): each kernel spans a symmetric range [-c, c]
+            torch.testing.assert_close(flat.amin(1), -flat.amax(1), atol=1e-5, rtol=0)
         else:
             assert not torch.equal(w, before[f"{name}.weight"])
     assert model.pw.weight.requires_grad and model.fc.weight.requires_grad and model.bn.weight.requires_grad

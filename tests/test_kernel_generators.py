@@ -136,10 +136,25 @@ def test_ghaar_normalize_option():
 
 
 @pytest.mark.parametrize("shape", [(3, 3), (5, 5), (7, 7), (3, 5), (3, 3, 3), (7,)])
-def test_psine_kernels_are_whitened(shape):
-    k = psine_kernels(300, shape, generator=gen(), dtype=torch.float64).reshape(300, -1)
+def test_psine_kernels_whitened_option(shape):
+    k = psine_kernels(300, shape, generator=gen(), dtype=torch.float64, normalize="whiten").reshape(300, -1)
     torch.testing.assert_close(k.mean(1), torch.zeros(300, dtype=torch.float64), atol=1e-12, rtol=0)
     torch.testing.assert_close(k.norm(dim=1), torch.ones(300, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("shape", [(3, 3), (5, 5), (3, 5), (3, 3, 3)])
+def test_psine_kernels_minmax_default_spans_its_range_then_unit_norm(shape):
+    raw = psine_kernels(300, shape, generator=gen(), dtype=torch.float64).reshape(300, -1)
+    scale = raw.norm(dim=1, keepdim=True)
+    torch.testing.assert_close(scale.squeeze(1), torch.ones(300, dtype=torch.float64))
+    # before the norm the kernel spans exactly [-1, 1]: its min and max are -c and +c for c = 1 / norm
+    c = raw.amax(1)
+    torch.testing.assert_close(raw.amin(1), -c)
+    assert raw.mean(1).abs().max() > 0.05, "min-max keeps a DC component (unlike whitening)"
+    same = psine_kernels(300, shape, generator=gen(), dtype=torch.float64, normalize="minmax").reshape(300, -1)
+    assert torch.equal(raw, same)
+    with pytest.raises(ValueError, match="normalize"):
+        psine_kernels(2, shape, generator=gen(), normalize="zscore")
 
 
 def test_psine_parameters_satisfy_full_steering_constraint():
@@ -169,7 +184,8 @@ def test_psine_constraint_can_be_detected_when_broken():
 def test_psine_from_params_matches_formula():
     shape = (3, 4)
     p = K.psine_params(3, shape, generator=gen(5))
-    ours = K.psine_from_params(p, shape).numpy()
+    ours = K.psine_from_params(p, shape, normalize="whiten").numpy()
+    minmax = K.psine_from_params(p, shape).numpy()
     x = [np.linspace(0, np.pi, n) for n in shape]
     for i in range(3):
         acc = np.zeros(shape)
@@ -177,13 +193,15 @@ def test_psine_from_params_matches_formula():
             f, ph = p.frequencies[i, t].numpy(), p.phases[i, t].numpy()
             outer = np.outer(np.sin(f[0] * x[0] + ph[0]), np.sin(f[1] * x[1] + ph[1]))
             acc += float(p.weights[i, t]) * outer ** int(p.powers[i, t])
+        scaled = 2 * (acc - acc.min()) / (acc.max() - acc.min()) - 1
+        np.testing.assert_allclose(minmax[i], scaled / np.linalg.norm(scaled), atol=1e-10)
         acc -= acc.mean()
         np.testing.assert_allclose(ours[i], acc / np.linalg.norm(acc), atol=1e-10)
 
 
 def test_psine_high_resolution_of_same_parameters_is_smooth_version():
     p = K.psine_params(4, (3, 3), generator=gen())
-    small, big = K.psine_from_params(p, (3, 3)), K.psine_from_params(p, (5, 5))
+    small, big = K.psine_from_params(p, (3, 3), normalize="whiten"), K.psine_from_params(p, (5, 5), normalize="whiten")
     # 5x5 samples x = (0, pi/4, pi/2, 3pi/4, pi): every other sample is the 3x3 grid
     corr = torch.nn.functional.cosine_similarity(
         (big[:, ::2, ::2] - big[:, ::2, ::2].mean((1, 2), keepdim=True)).flatten(1), small.flatten(1)

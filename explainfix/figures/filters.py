@@ -202,7 +202,7 @@ def plot_psine_filters(
         [small, large],
         row_labels=[k, f"{hires}x{hires}"],
         titles=[titles, []],
-        suptitle="Psine filters (whitened: zero mean, unit norm)",
+        suptitle="Psine filters (min-max to [-1, 1], unit norm)",
         share="row",
         fig=fig,
     )

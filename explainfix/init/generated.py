@@ -53,10 +53,11 @@ def ghaar(layers: Layers, *, generator: torch.Generator, normalize: bool = False
 
 @register_init("psine")
 def psine(
-    layers: Layers, *, generator: torch.Generator, max_frequency: tuple[float, float] = (1.0, 5.0)
+    layers: Layers, *, generator: torch.Generator, max_frequency: tuple[float, float] = (1.0, 5.0),
+    normalize: str = "minmax",
 ) -> InitPlan:
-    """Psine kernels (polynomially steered sinusoids, whitened)."""
-    return _generate(layers, kernels.psine_kernels, generator, max_frequency=tuple(max_frequency))
+    """Psine kernels (polynomially steered sinusoids); ``normalize`` ``"minmax"`` (default) or ``"whiten"``."""
+    return _generate(layers, kernels.psine_kernels, generator, max_frequency=tuple(max_frequency), normalize=normalize)
 
 
 @register_init("unchanged")
