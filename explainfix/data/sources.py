@@ -18,6 +18,8 @@ Data sources (:data:`DATA_SOURCES`):
                        class indices as targets
 ``csv:FILE``           :class:`explainfix.data.CSVDataset`: a ``path`` column, and either a
                        ``mask`` column (segmentation) or label columns (every other column)
+``nuclei-demo``        crops of the training region of one real DSB 2018 image (needs the
+                       ``stardist==0.9.2`` wheel in ``.cache/wheels``: ``make test-data``)
 =====================  ==============================================================
 
 Real images are random ``--image-size`` crops (smaller images are zero-padded; padding
@@ -189,6 +191,20 @@ def _csv(option: str, model: nn.Module, request: DataRequest):
     return _crop_loader(dataset, request)
 
 
+def _nuclei_demo(option: str, model: nn.Module, request: DataRequest):
+    """Crops of the training region of the bundled DSB 2018 image (3 channels, mean 0.5)."""
+    from explainfix.data import RandomCrop
+    from explainfix.data.nuclei_demo import TRAIN_COLUMNS, NucleiRegion, load_nuclei_image
+
+    if option:
+        raise ValueError(f"--data nuclei-demo takes no option, got {option!r}")
+    _image_channels(model, "nuclei-demo", fixed=3)
+    image, mask = load_nuclei_image()
+    region = NucleiRegion(image, mask, TRAIN_COLUMNS, n=request.batches * request.batch_size,
+                          transform=RandomCrop(_spatial_size(request, 2)))
+    return _crop_loader(region, request)
+
+
 #: ``--data NAME[:OPTION]`` -> function(option, model, request) -> (loader, target or None).
 #: A loader of ``(x, y)`` pairs comes with target None (see :func:`explainfix.spatial_saliency`).
 DATA_SOURCES: dict[str, DataSource] = {
@@ -197,6 +213,7 @@ DATA_SOURCES: dict[str, DataSource] = {
     "bbbc038": _bbbc038,
     "folder": _folder,
     "csv": _csv,
+    "nuclei-demo": _nuclei_demo,
 }
 
 

@@ -19,6 +19,8 @@ source                 task           sets
 ``folder:DIR``         multiclass     ``DIR/<class>/<image>``, a seeded ``val_fraction`` split
 ``csv:FILE``           multilabel or  a ``path`` column and a ``mask`` column (segmentation) or
                        segmentation   label columns; a seeded ``val_fraction`` split
+``nuclei-demo``        segmentation   one real DSB 2018 image (:mod:`explainfix.data.nuclei_demo`):
+                                      128 x 128 crops of columns 0-351, held-out columns 384-511
 =====================  =============  =========================================================
 
 :func:`register_training_source` adds a source (e.g. the bundled nuclei image of the demo).
@@ -282,6 +284,27 @@ def _csv(option: str, *, image_size: int | None, seed: int, val_fraction: float,
                         description=f"CSV {csv_file} ({len(full)} images, {task})")
 
 
+def _nuclei_demo(option: str, *, image_size: int | None, seed: int, val_fraction: float, **_) -> TrainingData:
+    from .nuclei_demo import HELD_OUT_COLUMNS, TRAIN_COLUMNS, NucleiImageMissing, held_out_region, load_nuclei_image, training_region
+
+    if option:
+        raise ValueError(f"nuclei-demo takes no option, got {option!r}")
+    try:
+        image, mask = load_nuclei_image()
+    except NucleiImageMissing as err:
+        data = _synthetic("segment", image_size=image_size, seed=seed, val_fraction=val_fraction)
+        data.warnings.append(f"the real nuclei image is missing ({err}); SYNTHETIC discs were used instead")
+        data.description = "FALLBACK " + data.description
+        return data
+    size = _size(image_size, 128)
+    held_out = held_out_region(image, mask)
+    return TrainingData(training_region(image, mask, crops=32, size=size), held_out, held_out, "segmentation", 3, 1,
+                        ("nucleus",), defaults={"batch_size": 8, "eval_batch_size": 1},
+                        description=f"one real DSB 2018 image (512x512, 125 nuclei): training columns "
+                                    f"{TRAIN_COLUMNS[0]}-{TRAIN_COLUMNS[1] - 1} ({size}x{size} crops), held-out columns "
+                                    f"{HELD_OUT_COLUMNS[0]}-{HELD_OUT_COLUMNS[1] - 1}")
+
+
 TrainingSource = Callable[..., TrainingData]
 
 #: data source name -> ``source(option, *, image_size, seed, val_fraction, channels) -> TrainingData``
@@ -291,6 +314,7 @@ TRAINING_SOURCES: dict[str, TrainingSource] = {
     "bbbc038": _bbbc038,
     "folder": _folder,
     "csv": _csv,
+    "nuclei-demo": _nuclei_demo,
 }
 
 
