@@ -19,7 +19,7 @@ install: $(VENV)/.installed
 test-data: $(VENV)/.installed
 	$(PY) -m pip download -q --no-deps --only-binary=:all: -d .cache/wheels torchxrayvision==1.5.7 stardist==0.9.2 || echo "warning: reference wheels not downloaded; tests that need them are skipped"
 
-demo: $(VENV)/.installed
+demo: $(VENV)/.installed test-data
 	$(VENV)/bin/explainfix demo --out $(OUT)
 
 test: $(VENV)/.installed test-data

@@ -174,7 +174,7 @@ def test_csv_source_labels_or_mask(tmp_path):
 @pytest.mark.parametrize(
     "spec, error, message",
     [
-        ("imagenet", ValueError, r"unknown --data source 'imagenet'; choose one of \['bbbc038', 'chexpert', 'csv', 'folder', 'synthetic'\]"),
+        ("imagenet", ValueError, r"unknown --data source 'imagenet'; choose one of \['bbbc038', 'chexpert', 'csv', 'folder', 'nuclei-demo', 'synthetic'\]"),
         ("chexpert", ValueError, "--data chexpert needs root: --data chexpert:ROOT"),
         ("folder", ValueError, "--data folder needs dir"),
         ("synthetic:big", ValueError, "synthetic takes no option"),
@@ -198,7 +198,7 @@ def test_data_source_rejects_non_positive_sizes_and_unsupported_channels(tmp_pat
         data_source(f"folder:{tmp_path}", _classifier(2, 5), batches=1, batch_size=1, image_size=8, seed=0)
     with pytest.raises(FileNotFoundError, match="BBBC038v1 folder not found"):
         data_source(f"bbbc038:{tmp_path}/nowhere", _classifier(3, 1), batches=1, batch_size=1, image_size=8, seed=0)
-    assert sorted(DATA_SOURCES) == ["bbbc038", "chexpert", "csv", "folder", "synthetic"]
+    assert sorted(DATA_SOURCES) == ["bbbc038", "chexpert", "csv", "folder", "nuclei-demo", "synthetic"]
 
 
 # ------------------------------------------------------------------------- commands

@@ -38,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        # files are written atomically (complete or not at all); a partly replaced output set is rolled back
+        print(f"explainfix {args.command}: interrupted (Ctrl-C)", file=sys.stderr)
+        return 130
     except (ValueError, OSError, KeyError, RuntimeError) as err:
         print(f"explainfix {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -46,13 +46,13 @@ def check_out_folder(path: str | os.PathLike) -> Path:
     """``--out`` as a :class:`~pathlib.Path`, checked before any work is done.
 
     Raises:
-        ValueError: ``path`` exists and is not a folder (a command would otherwise fail only
-            after all its work, when it creates the folder).
+        ValueError: ``path`` exists and is not a folder, or it (or the folder it would be created
+            in) cannot be written - found by a test write, so a command does not fail only after
+            all its work. Nothing is created.
     """
-    out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {str(out)!r} exists and is not a folder")
-    return out
+    from ..fileio import check_writable_folder
+
+    return check_writable_folder(path, what="--out")
 
 
 # --------------------------------------------------------------------------- options

@@ -8,6 +8,10 @@ Writes to ``--out``:
   kernel shape), ``ed_heatmap_saliency.<fmt>`` with saliency;
 * ``e0.<fmt>`` - global ``e^(0)`` per square kernel shape (with and without saliency).
 
+The files are written as one set (staged, then renamed in with Ctrl-C held off): files of an
+earlier run in ``--out`` are replaced, never left beside new ones. ``--out`` is checked to be
+writable before any work.
+
 Examples::
 
     explainfix explain --model resnet50 --init ghaar --out out/explain
@@ -23,7 +27,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..fileio import atomic_write
+from ..fileio import atomic_write, staged_folder
 from explainfix.explain.pictures import write_pictures
 
 from ._common import (
@@ -52,6 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="picture formats (default png)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _earlier_output(name: str) -> bool:
+    """Whether ``name`` in ``--out`` is a file an earlier ``explainfix explain`` wrote."""
+    return name == "spectra.json" or name.split(".")[0] in ("ed_heatmap", "ed_heatmap_saliency", "e0")
 
 
 def _write_json(data: dict, path: Path) -> None:
@@ -85,17 +94,19 @@ def run(args: argparse.Namespace) -> int:
         salient = explainsteer(model, loader, method=args.saliency, target=target,
                                max_batches=args.batches, progress=not args.no_progress)
 
-    out.mkdir(parents=True, exist_ok=True)
-    _write_json({
-        "model": args.model, "init": args.init, "seed": args.seed, "data": args.data,
-        "without_saliency": uniform.to_dict(),
-        "with_saliency": None if salient is None else salient.to_dict(),
-    }, out / "spectra.json")
+    # one set: the files of an earlier run (e.g. its ed_heatmap_saliency) never stay beside new ones
+    with staged_folder(out, replaces=_earlier_output) as staging:
+        _write_json({
+            "model": args.model, "init": args.init, "seed": args.seed, "data": args.data,
+            "without_saliency": uniform.to_dict(),
+            "with_saliency": None if salient is None else salient.to_dict(),
+        }, staging / "spectra.json")
 
-    name = Path(args.model).stem if Path(args.model).is_file() else args.model
-    suffix = f" ({args.init})" if args.init else ""
-    written = write_pictures(uniform, salient, out, f"{name}{suffix}", skip=args.skip, log=args.log,
-                             formats=args.format)
+        name = Path(args.model).stem if Path(args.model).is_file() else args.model
+        suffix = f" ({args.init})" if args.init else ""
+        written = write_pictures(uniform, salient, staging, f"{name}{suffix}", skip=args.skip, log=args.log,
+                                 formats=args.format)
+    written = [out / Path(path).name for path in written]
     print(f"wrote {out / 'spectra.json'}")
     for path in written:
         print(f"wrote {path}")

@@ -1,4 +1,10 @@
-"""``explainfix prune``: ChannelPrune a model and write the pruned checkpoint and a report."""
+"""``explainfix prune``: ChannelPrune a model and write the pruned checkpoint and a report.
+
+``--out`` is checked to be writable before any work; ``model.pt``, ``report.json`` and
+``report.txt`` are written as one set (all staged first, then renamed in with Ctrl-C held off),
+so a new model never stands beside an old report. ``--data`` is only read with
+``--scores saliency`` (an error otherwise).
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +13,7 @@ import json
 import os
 import sys
 
-from ..fileio import atomic_write
+from ..fileio import atomic_write, write_file_set
 from ._common import (
     add_data_arguments,
     add_model_arguments,
@@ -25,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ratio", type=float, required=True, help="fraction of spatial kernels to zero, in [0, 1)")
     parser.add_argument("--scores", choices=("weight-magnitude", "saliency"), default="weight-magnitude",
                         help="kernel scores: L1 norm of each kernel, or Eq. 4 saliency on --data")
-    add_data_arguments(parser, default="synthetic", image_size=None, purpose="--scores saliency")
+    add_data_arguments(parser, default=None, image_size=None,
+                       purpose="--scores saliency (default synthetic; an error with other --scores)")
     parser.add_argument("--mode", choices=("paper", "exact"), default="paper")
     parser.add_argument("--fill", choices=("fillzero", "reset", "none"), default="fillzero")
     parser.add_argument("--input-size", type=int, nargs="+", default=None, metavar="N",
@@ -60,9 +67,13 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--latency-batch and --latency-repeats must be positive")
     if args.input_size is not None and (not 2 <= len(args.input_size) <= 4 or min(args.input_size) < 1):
         raise ValueError(f"--input-size must be C H W (or C L / C D H W) of positive sizes, got {args.input_size}")
-    check_out_folder(args.out)
     if args.scores == "saliency":
+        args.data = args.data or "synthetic"
         parse_data_spec(args.data)  # an unknown source fails before any work
+    elif args.data is not None:
+        raise ValueError(f"--data {args.data} is only used with --scores saliency; --scores {args.scores} "
+                         "reads no data (add --scores saliency, or drop --data)")
+    check_out_folder(args.out)
     model, arch = model_from_args(args)
     model.eval()
     generator = torch.Generator().manual_seed(args.seed)
@@ -93,10 +104,11 @@ def run(args: argparse.Namespace) -> int:
         warning = timing.warning()
         info["latency"] = timing.to_dict()
         text += "\n" + timing.summary()
-    os.makedirs(args.out, exist_ok=True)
-    save(model, os.path.join(args.out, "model.pt"), meta={"prune_report": info}, arch=arch)
-    _write_text(os.path.join(args.out, "report.json"), json.dumps(info, indent=2) + "\n")
-    _write_text(os.path.join(args.out, "report.txt"), text + ("\n" + warning if warning else "") + "\n")
+    # one set: a reader (or a Ctrl-C) never leaves a new model.pt beside an old report.json
+    with write_file_set(args.out, ["model.pt", "report.json", "report.txt"]) as staged:
+        save(model, staged["model.pt"], meta={"prune_report": info}, arch=arch)
+        _write_text(staged["report.json"], json.dumps(info, indent=2) + "\n")
+        _write_text(staged["report.txt"], text + ("\n" + warning if warning else "") + "\n")
     print(text)
     if warning:
         print(warning, file=sys.stderr)

@@ -18,6 +18,7 @@ paper uses as its out-of-distribution test set.
 
 Conventions:
 
+* images and per-nucleus masks may be PNG (as released) or TIFF (``.tif`` / ``.tiff``);
 * instance masks (per-nucleus PNGs or RLE rows) are merged by union into one binary mask;
 * images are read as RGB, 3 channels (an alpha channel is dropped, grey is repeated), the
   input U-NetD takes; scaled to ``[0, 1]`` then shifted per image to mean 0.5
@@ -53,6 +54,9 @@ from .rle import rle_decode_union
 from .transforms import Transform, center_mean
 
 __all__ = ["BBBC038v1", "BBBC038_SPLITS", "read_solution_csv"]
+
+#: file endings of images and nucleus masks (PNG as in the Kaggle release, or TIFF)
+_IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
 
 #: split name -> (image folder, default label CSV or None for per-nucleus PNG masks)
 BBBC038_SPLITS: dict[str, tuple[str, str | None]] = {
@@ -177,7 +181,13 @@ class BBBC038v1(ItemDataset):
             self._ids = [self._ids[int(i)] for i in indices]
 
     def _image_file(self, image_id: str) -> Path:
-        return self.folder / image_id / "images" / f"{image_id}.png"
+        """``images/<id>.png``, or ``<id>.tif`` / ``<id>.tiff`` when there is no PNG (the PNG path if none exists)."""
+        folder = self.folder / image_id / "images"
+        for suffix in _IMAGE_SUFFIXES:
+            candidate = folder / f"{image_id}{suffix}"
+            if candidate.is_file():
+                return candidate
+        return folder / f"{image_id}.png"
 
     @property
     def ids(self) -> list[str]:
@@ -189,9 +199,10 @@ class BBBC038v1(ItemDataset):
 
     def _mask_from_pngs(self, image_id: str, shape: tuple[int, int]) -> torch.Tensor:
         mask_dir = self.folder / image_id / "masks"
-        files = sorted(mask_dir.glob("*.png")) if mask_dir.is_dir() else []
+        files = sorted(p for p in mask_dir.iterdir() if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES
+                       and not p.name.startswith(".")) if mask_dir.is_dir() else []
         if not files:
-            raise ValueError(f"no nucleus masks (masks/*.png) for image {image_id} in {mask_dir}")
+            raise ValueError(f"no nucleus masks (masks/*.png, *.tif, *.tiff) for image {image_id} in {mask_dir}")
         merged = torch.zeros(shape, dtype=torch.bool)
         for f in files:
             m = read_mask(f, where=f"mask of image {image_id}")

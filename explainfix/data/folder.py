@@ -13,6 +13,7 @@ Example:
 """
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 from typing import Sequence
@@ -113,6 +114,10 @@ class CSVDataset(ItemDataset):
         path_column: column with image paths.
         label_columns: numeric label columns -> ``target (L,)`` float32; an empty cell is
             left out (``target`` 0, ``target_mask`` ``False``).
+        label_policy: what a label of ``-1`` (CheXpert's "uncertain") becomes:
+            ``"u-ignore"`` (default, as :class:`~explainfix.data.CheXpertDataset`): left out
+            (``target`` 0, ``target_mask`` ``False``); ``"u-zeros"``: 0; ``"u-ones"``: 1;
+            ``"keep"``: a target of -1 that counts (for labels where -1 is a real value).
         mask_column: column with mask image paths -> ``target (1, H, W)`` float32 in {0, 1}
             (pixels > 0 are foreground); give this or ``label_columns``.
         channels: 1 (grey) or 3 (RGB).
@@ -122,9 +127,12 @@ class CSVDataset(ItemDataset):
 
     Raises:
         FileNotFoundError: missing CSV (at construction) or image / mask (when read, naming the row).
-        ValueError: missing columns, a non-numeric label, an empty path, or a mask whose size
+        ValueError: missing columns, a row with more (or fewer) fields than the header, a
+            non-numeric label, an empty path, an unknown ``label_policy``, or a mask whose size
             differs from its image (naming file and row).
     """
+
+    LABEL_POLICIES = ("u-ignore", "u-zeros", "u-ones", "keep")
 
     def __init__(
         self,
@@ -136,10 +144,15 @@ class CSVDataset(ItemDataset):
         mask_column: str | None = None,
         channels: int = 1,
         transform: Transform | None = None,
+        label_policy: str = "u-ignore",
     ):
         self.csv_file = Path(csv_file)
         if not self.csv_file.is_file():
             raise FileNotFoundError(f"CSV file not found: {self.csv_file}")
+        if label_policy not in self.LABEL_POLICIES:
+            raise ValueError(f"unknown label_policy {label_policy!r}; choose one of {list(self.LABEL_POLICIES)}")
+        self.label_policy = label_policy
+        _check_field_counts(self.csv_file)
         if (label_columns is None) == (mask_column is None):
             raise ValueError("give exactly one of label_columns (classification) or mask_column (segmentation)")
         self.root = Path(root) if root is not None else self.csv_file.parent
@@ -174,6 +187,11 @@ class CSVDataset(ItemDataset):
                         f"label {frame[col].iloc[row]!r} is not a number"
                     )
                 values[:, j] = numeric.to_numpy(np.float32)
+            uncertain = values == -1
+            if label_policy == "u-ignore":
+                values[uncertain] = np.nan
+            elif label_policy in ("u-zeros", "u-ones"):
+                values[uncertain] = 0.0 if label_policy == "u-zeros" else 1.0
             present = ~np.isnan(values)
             self._target = torch.from_numpy(np.where(present, values, 0.0).astype(np.float32))
             self._target_mask = torch.from_numpy(present)
@@ -207,3 +225,24 @@ class CSVDataset(ItemDataset):
             "target_mask": target_mask,
             "meta": {"row": index, "path": str(path)},
         }
+
+
+def _check_field_counts(csv_file: Path) -> None:
+    """Refuse a row with more or fewer fields than the header (pandas would shift its columns)."""
+    try:
+        with open(csv_file, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            if header is None:
+                return
+            for row, fields in enumerate(reader):
+                if not fields:  # a blank line
+                    continue
+                if len(fields) != len(header):
+                    more = "more" if len(fields) > len(header) else "fewer"
+                    raise ValueError(
+                        f"{csv_file}, row {row} (line {reader.line_num}): {len(fields)} fields, {more} than the "
+                        f"header's {len(header)} (an unquoted comma?); quote the field or fix the row"
+                    )
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ValueError(f"cannot read CSV {csv_file}: {exc}") from exc

@@ -4,7 +4,10 @@ Every dataset of :mod:`explainfix.data` reads files through :func:`read_image` a
 :func:`read_mask`, so all of them share the same conventions:
 
 * images become ``float32`` tensors of shape ``(C, H, W)`` with values in ``[0, 1]``
-  (8-bit / 255, 16-bit / 65535, floating point kept as is and checked);
+  (8-bit / 255, 16-bit / 65535, floating point kept as is and checked). A 16-bit image whose
+  values all fit in fewer bits is scaled by the smallest of 8 and 12 bits that holds them
+  (/ 255 or / 4095, e.g. 8-bit data saved as 16-bit TIFF) with an :class:`ImageScaleWarning`
+  that names the file, instead of loading near-black;
 * ``channels=1`` converts colour to grey (ITU-R 601-2 luma, as PIL's ``"L"``);
   ``channels=3`` drops an alpha channel and repeats a grey image three times;
 * masks become ``bool`` tensors of shape ``(H, W)`` (``True`` where any channel is > 0);
@@ -14,12 +17,17 @@ Every dataset of :mod:`explainfix.data` reads files through :func:`read_image` a
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-__all__ = ["read_image", "read_mask", "IMAGE_EXTENSIONS"]
+__all__ = ["read_image", "read_mask", "IMAGE_EXTENSIONS", "ImageScaleWarning"]
+
+
+class ImageScaleWarning(UserWarning):
+    """A 16-bit image was scaled by a smaller bit depth than 16 (its values all fit in 8 or 12 bits)."""
 
 #: file name endings treated as images by the folder datasets
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")
@@ -59,6 +67,20 @@ def _read_array(path: str | os.PathLike, where: str | None) -> np.ndarray:
         raise ValueError(f"cannot read image {_context(path, where)}: {exc}") from exc
 
 
+def _sixteen_bit_scale(array: np.ndarray, path, where) -> float:
+    """65535, or 255 / 4095 (with a warning) when every value of a 16-bit image fits in 8 / 12 bits."""
+    top = int(array.max()) if array.size else 0
+    for bits in (8, 12):
+        if 0 < top <= 2**bits - 1:
+            warnings.warn(
+                f"16-bit image {_context(path, where)} holds values 0-{top} only: scaled by {2**bits - 1} "
+                f"({bits}-bit data) instead of 65535, which would load it near-black",
+                ImageScaleWarning, stacklevel=4,
+            )
+            return float(2**bits - 1)
+    return 65535.0
+
+
 def _to_unit_float(array: np.ndarray, path, where) -> np.ndarray:
     """Scale an integer / bool / float array to float32 in [0, 1]."""
     if array.dtype == np.bool_:
@@ -66,7 +88,7 @@ def _to_unit_float(array: np.ndarray, path, where) -> np.ndarray:
     if array.dtype == np.uint8:
         return array.astype(np.float32) / 255.0
     if array.dtype in (np.uint16, np.dtype(">u2"), np.dtype("<u2")):
-        return array.astype(np.float32) / 65535.0
+        return array.astype(np.float32) / _sixteen_bit_scale(array, path, where)
     if np.issubdtype(array.dtype, np.integer):
         # PIL reads 16-bit PNGs as mode "I" (int32)
         if array.size and (array.min() < 0 or array.max() > 65535):
@@ -74,7 +96,7 @@ def _to_unit_float(array: np.ndarray, path, where) -> np.ndarray:
                 f"image {_context(path, where)} has integer values outside [0, 65535] "
                 f"(dtype {array.dtype}); convert it to 8 or 16 bit"
             )
-        return array.astype(np.float32) / 65535.0
+        return array.astype(np.float32) / _sixteen_bit_scale(array, path, where)
     if np.issubdtype(array.dtype, np.floating):
         array = array.astype(np.float32)
         if array.size and (not np.isfinite(array).all() or array.min() < 0 or array.max() > 1):

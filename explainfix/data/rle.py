@@ -57,9 +57,13 @@ def _parse(rle, n_pixels: int, source: str | None, row: int | None) -> np.ndarra
     if not text:
         return np.zeros((0, 2), np.int64)
     try:
-        values = np.array([int(tok) for tok in text.split()], dtype=np.int64)
+        numbers = [int(tok) for tok in text.split()]
     except ValueError:
         raise ValueError(f"{where}RLE {text[:40]!r} is not a list of integers") from None
+    big = next((v for v in numbers if not -(2**63) <= v < 2**63), None)
+    if big is not None:
+        raise ValueError(f"{where}RLE number {big} is too large (past int64; no image has that many pixels)")
+    values = np.array(numbers, dtype=np.int64)
     if values.size % 2:
         raise ValueError(f"{where}RLE has {values.size} numbers; expected start/length pairs")
     runs = values.reshape(-1, 2)

@@ -130,7 +130,10 @@ class PruneReport:
             kept = ", ".join(f"{k} ({v})" for k, v in sorted(self.refused.items()))
             lines.append(f"  kept whole because of : {kept}")
         if self.mode == "paper":
-            lines.append(f"  ghost biases dropped   : {self.ghost_biases_dropped}")
+            ghost = f"  ghost biases dropped   : {self.ghost_biases_dropped}"
+            if self.change_vs_zeroed is not None:  # the measured cost of dropping them
+                ghost += f" (output change {self.change_vs_zeroed:.2e} vs the zeroed model, measured)"
+            lines.append(ghost)
         lines.append(f"  constants folded into biases of: {self.biases_folded} layers")
         if self.change_vs_zeroed is not None:
             lines.append(f"  pruned vs zeroed model  (before FillZero): max rel change {self.change_vs_zeroed:.2e}")
