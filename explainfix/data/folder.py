@@ -246,3 +246,26 @@ def _check_field_counts(csv_file: Path) -> None:
                     )
     except (UnicodeDecodeError, csv.Error) as exc:
         raise ValueError(f"cannot read CSV {csv_file}: {exc}") from exc
+
+
+def csv_target_columns(csv_file: str | os.PathLike) -> dict:
+    """How a CSV's columns become targets: ``{"mask_column": "mask"}`` or ``{"label_columns": [...]}``.
+
+    A ``path`` column is required; a ``mask`` column means segmentation, otherwise every other
+    column is a label (multi-label). The result is keyword arguments of :class:`CSVDataset`.
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: no ``path`` column, or nothing else.
+    """
+    csv_file = Path(csv_file)
+    if not csv_file.is_file():
+        raise FileNotFoundError(f"CSV file not found: {csv_file}")
+    columns = [str(c) for c in pd.read_csv(csv_file, nrows=0).columns]
+    if "path" not in columns:
+        raise ValueError(f"{csv_file} needs a 'path' column; found {columns}")
+    others = [c for c in columns if c != "path"]
+    if "mask" in others:
+        return {"mask_column": "mask"}
+    if others:
+        return {"label_columns": others}
+    raise ValueError(f"{csv_file} has a 'path' column but no 'mask' or label columns")

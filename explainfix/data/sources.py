@@ -169,23 +169,11 @@ def _folder(option: str, model: nn.Module, request: DataRequest):
 
 def _csv(option: str, model: nn.Module, request: DataRequest):
     """A CSV with a ``path`` column and a ``mask`` column or label columns (all the others)."""
-    import pandas as pd
-
     from explainfix.data import CSVDataset, RandomCrop
+    from explainfix.data.folder import csv_target_columns
 
     csv_file = Path(_need_option(option, "csv", "file"))
-    if not csv_file.is_file():
-        raise FileNotFoundError(f"CSV file not found: {csv_file}")
-    columns = [str(c) for c in pd.read_csv(csv_file, nrows=0).columns]
-    if "path" not in columns:
-        raise ValueError(f"{csv_file} needs a 'path' column for --data csv; found {columns}")
-    others = [c for c in columns if c != "path"]
-    if "mask" in others:
-        targets = {"mask_column": "mask"}
-    elif others:
-        targets = {"label_columns": others}
-    else:
-        raise ValueError(f"{csv_file} has a 'path' column but no 'mask' or label columns")
+    targets = csv_target_columns(csv_file)
     channels = _image_channels(model, "csv")
     dataset = CSVDataset(csv_file, channels=channels, transform=RandomCrop(_spatial_size(request, 2)), **targets)
     return _crop_loader(dataset, request)

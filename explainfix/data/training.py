@@ -257,25 +257,17 @@ def _folder(option: str, *, image_size: int | None, seed: int, val_fraction: flo
 
 
 def _csv(option: str, *, image_size: int | None, seed: int, val_fraction: float, channels: int = 1, **_) -> TrainingData:
-    import pandas as pd
-
-    from .folder import CSVDataset
+    from .folder import CSVDataset, csv_target_columns
 
     if not option:
         raise ValueError("data source csv needs a file: csv:FILE")
     csv_file = Path(option).expanduser()
-    if not csv_file.is_file():
-        raise FileNotFoundError(f"data source csv: no such file {str(csv_file)!r}")
-    columns = [str(c) for c in pd.read_csv(csv_file, nrows=0).columns]
-    if "path" not in columns:
-        raise ValueError(f"{csv_file} needs a 'path' column; found {columns}")
-    others = [c for c in columns if c != "path"]
-    if "mask" in others:
-        full, task, names = CSVDataset(csv_file, channels=channels, mask_column="mask"), "segmentation", ("mask",)
-    elif others:
-        full, task, names = CSVDataset(csv_file, channels=channels, label_columns=others), "multilabel", tuple(others)
+    targets = csv_target_columns(csv_file)
+    full = CSVDataset(csv_file, channels=channels, **targets)
+    if "mask_column" in targets:
+        task, names = "segmentation", ("mask",)
     else:
-        raise ValueError(f"{csv_file} has a 'path' column but no 'mask' or label columns")
+        task, names = "multilabel", tuple(targets["label_columns"])
     if len(full) == 0:
         raise ValueError(f"{csv_file} lists no images")
     train, val = _split(full, val_fraction, seed, RandomCrop(_size(image_size, 224)))

@@ -15,13 +15,14 @@ out of losses and metrics alike.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Callable, Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from explainfix.batches import batch_mask, output_tensor, split_batch
+from explainfix.batches import batch_mask, eval_mode, output_tensor, split_batch
 
 from .losses import ChexpertFocalBCE
 from .metrics import BinaryCounts, binary_counts, multilabel_auc, study_auc
@@ -112,10 +113,6 @@ def evaluate(
     Returns:
         ``{"loss": ..., <metrics of the task>}`` (unprefixed), plus ``"n"`` images.
     """
-    import contextlib
-
-    from explainfix.batches import eval_mode
-
     autocast = autocast or contextlib.nullcontext
     device = torch.device(device)
     loss_sum, n, counts = 0.0, 0, BinaryCounts()

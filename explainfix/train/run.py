@@ -148,20 +148,9 @@ def _count_params(model: nn.Module) -> dict[str, int]:
 
 
 def _saliency_batches(data, config: TrainConfig, batch_size: int, n: int):
-    """``n`` training batches as ``(x, y)`` (the same ones on every call), for saliency and BN calibration."""
-    loader = train_loader(data.train, batch_size=batch_size, seed=config.seed + 99_991, epoch=0, workers=0,
-                          max_batches=n, num_samples=max(n * batch_size, 1), replacement=len(data.train) < n * batch_size)
-
-    class _Batches:
-        def __len__(self):
-            return len(loader)
-
-        def __iter__(self):
-            for batch in loader:
-                x, y = split_batch(batch)
-                yield x, y
-
-    return _Batches()
+    """``n`` training batches (the same ones on every pass), for saliency and BatchNorm calibration."""
+    return train_loader(data.train, batch_size=batch_size, seed=config.seed + 99_991, epoch=0, workers=0,
+                        max_batches=n, num_samples=max(n * batch_size, 1), replacement=len(data.train) < n * batch_size)
 
 
 def build_arm(config: TrainConfig, data, *, progress: bool = True) -> Arm:
@@ -392,11 +381,13 @@ def train(
         model, arch, params = arm.model, arm.arch, arm.params
         digests = fixed_digests(model)
         prune_dict = arm.prune_report.to_dict() if arm.prune_report is not None else None
+        prune_text = arm.prune_report.summary() if arm.prune_report is not None else None
         init_dict = _init_dict(arm.init_report)
     else:
         model = resumed[1]
         arch, params, digests = state["model"]["arch"], state["params"], state["fixed_digests"]
         prune_dict, init_dict = state.get("prune"), state.get("init")
+        prune_text = None  # written when the run started
     lr = config.optim.lr * (config.prune.lr_multiplier if config.prune.ratio is not None else 1.0)
 
     model = model.to(device)
@@ -430,8 +421,10 @@ def train(
                 (out / stale).unlink(missing_ok=True)
         with atomic_write(out / "config.yaml", "w") as f:
             yaml.safe_dump(config.to_dict(), f, sort_keys=False)
-        if prune_dict is not None:
-            _write_prune_report(prune_dict, out)
+        if prune_text is not None:
+            _write_json(prune_dict, out / "prune_report.json")
+            with atomic_write(out / "prune_report.txt", "w") as f:
+                f.write(prune_text + "\n")
     logger = _Logger(out, history, dist.is_main)
     val_indices = eval_subset(len(data.val), d.val_samples, config.seed) if data.val is not None else None
     pin = d.pin_memory if d.pin_memory is not None else device.type == "cuda"
@@ -516,18 +509,6 @@ def _init_dict(report) -> dict | None:
     return asdict(report) if is_dataclass(report) else {"repr": repr(report)}
 
 
-def _write_prune_report(report: dict, out: Path) -> None:
-    from explainfix.prune import PruneReport
-
-    _write_json(report, out / "prune_report.json")
-    try:
-        text = PruneReport.from_dict(report).summary() if hasattr(PruneReport, "from_dict") else json.dumps(report, indent=1)
-    except Exception:  # noqa: BLE001 - the JSON file is the record; the text is a convenience
-        text = json.dumps(report, indent=1, default=str)
-    with atomic_write(out / "prune_report.txt", "w") as f:
-        f.write(text + "\n")
-
-
 def _finish(config, out, model, net, data, dist, evaluate_kwargs, eval_batch, pin, arch, params, digests, best,
             monitor, monitor_mode, history, prune_dict, init_dict, loss_name, show) -> dict:
     """Fixed-weights check, test with the best and the last model, pictures, ``result.json``."""
@@ -603,18 +584,8 @@ def _explain(model: nn.Module, data, config: TrainConfig, out: Path, show: bool)
     folder.mkdir(exist_ok=True)
     batch_size = config.data.batch_size or data.defaults.get("batch_size", 4)
     batches = _saliency_batches(data, config, batch_size, config.explain.batches)
-    device = next(model.parameters()).device
-
-    class _OnDevice:
-        def __iter__(self):
-            for x, y in batches:
-                yield x.to(device), y.to(device)
-
-        def __len__(self):
-            return len(batches)
-
     uniform = explainsteer(model)
-    salient = explainsteer(model, _OnDevice(), max_batches=config.explain.batches, progress=show)
+    salient = explainsteer(model, batches, max_batches=config.explain.batches, progress=show)
     _write_json({"without_saliency": uniform.to_dict(), "with_saliency": salient.to_dict()}, folder / "spectra.json")
     title = f"{config.model.name} ({config.arm.init}, trained)"
     written = write_pictures(uniform, salient, folder, title)

@@ -14,6 +14,8 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
+from explainfix.batches import output_tensor
+
 __all__ = ["TrainStep", "trainable_parameters", "build_optimizer", "autocast_dtype", "AMP_DTYPES"]
 
 #: ``runtime.amp`` -> autocast dtype
@@ -125,10 +127,7 @@ class TrainStep:
         self.optimizer.zero_grad(set_to_none=True)
         with self.autocast():
             logits = self.model(x)
-            if not torch.is_tensor(logits):
-                from explainfix.batches import output_tensor
-
-                logits = output_tensor(logits)
+            logits = output_tensor(logits)
             loss = self.loss_fn(logits.float(), y, mask)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
