@@ -58,9 +58,11 @@ def build_arm(name, arm, x, args, device):
         explainfix.initialize(model, "ghaar", seed=0)
     if arm == "fixed_pruned":
         xs = x[:2].cpu()
-        model = explainfix.channelprune(model, RATIOS.get(name, 0.9),
-                                        scores=explainfix.prune.weight_scores(model),
-                                        example_inputs=(xs,), progress=False) or model
+        rep = explainfix.channelprune(model, RATIOS.get(name, 0.9),
+                                      scores=explainfix.prune.weight_scores(model),
+                                      example_inputs=(xs,), progress=False)
+        if isinstance(rep, torch.nn.Module):  # pruned in place; a returned module wins
+            model = rep
     model = model.to(device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)

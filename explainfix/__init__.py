@@ -41,6 +41,8 @@ _API = {
     "ExplainSteerResult": "explainfix.explain",
     "plot_explainsteer": "explainfix.explain",
     "plot_spectra_lines": "explainfix.explain",
+    "deletion_curve": "explainfix.explain.faithfulness",
+    "DeletionCurve": "explainfix.explain.faithfulness",
     # ChannelPrune
     "channelprune": "explainfix.prune",
     "PruneReport": "explainfix.prune",
@@ -62,6 +64,15 @@ _API = {
     "mcc": "explainfix.train.metrics",
     "dice": "explainfix.train.metrics",
     "ConfusionMatrix": "explainfix.train.metrics",
+    # training, sweeps and their statistics
+    "train": "explainfix.train",
+    "load_config": "explainfix.train.config",
+    "TrainConfig": "explainfix.train.config",
+    "run_sweep": "explainfix.sweep",
+    "mean_ci": "explainfix.stats",
+    "per_epoch_ci": "explainfix.stats",
+    "wilcoxon_table": "explainfix.stats",
+    "windowed_wilcoxon": "explainfix.stats",
 }
 
 __all__ = sorted(_API) + ["__version__"]

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as _st
 
-__all__ = ["mean_ci", "per_epoch_ci", "windowed_wilcoxon", "wilcoxon_table", "significantly_outperforms"]
+__all__ = ["mean_ci", "per_epoch_ci", "windowed_wilcoxon", "wilcoxon_table", "significantly_outperforms",
+           "epoch_significance", "best_run_window"]
 
 
 def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
@@ -102,3 +103,57 @@ def significantly_outperforms(table: pd.DataFrame, alpha: float = 0.05) -> list[
     """The arms of a :func:`wilcoxon_table` with ``p < alpha`` and a higher mean than the baseline."""
     t = table[(table["p"] < alpha) & (table["diff"] > 0)]
     return list(t["arm"])
+
+
+def epoch_significance(long_df: pd.DataFrame, metric: str, baseline: str = "learned", by: str = "arm",
+                       pair: str = "seed", half_width: int = 10, alpha: float = 0.001) -> pd.DataFrame:
+    """App. D's background bands: per epoch, do the fixed arms together beat the baseline?
+
+    For each epoch ``t``, one one-tailed paired Wilcoxon signed-rank test over all (non-baseline
+    arm, ``pair``, epoch in ``t ± half_width``) values against the baseline run of the same
+    ``pair`` (seed) and epoch. The paper shades green where the fixed models outperform
+    (its ``p > .999`` of the "less" test, i.e. ``p_greater < alpha``) and red where they
+    underperform (``p_less < alpha``).
+
+    Returns columns ``epoch, p_greater, p_less, verdict`` (``"better"``, ``"worse"`` or ``""``).
+    """
+    base = long_df[long_df[by] == baseline].set_index([pair, "epoch"])[metric]
+    if base.empty:
+        raise ValueError(f"no runs of the baseline {baseline!r}")
+    other = long_df[long_df[by] != baseline]
+    joined = other.join(base.rename("_base"), on=[pair, "epoch"]).dropna(subset=[metric, "_base"])
+    rows = []
+    for t in sorted(long_df["epoch"].unique()):
+        w = joined[(joined["epoch"] >= t - half_width) & (joined["epoch"] <= t + half_width)]
+        d = (w[metric] - w["_base"]).to_numpy(float)
+        pg = pl = float("nan")
+        if d.size and np.any(d != 0):
+            pg = float(_st.wilcoxon(d, alternative="greater").pvalue)
+            pl = float(_st.wilcoxon(d, alternative="less").pvalue)
+        verdict = "better" if pg < alpha else "worse" if pl < alpha else ""
+        rows.append({"epoch": int(t), "p_greater": pg, "p_less": pl, "verdict": verdict})
+    return pd.DataFrame(rows, columns=["epoch", "p_greater", "p_less", "verdict"])
+
+
+def best_run_window(long_df: pd.DataFrame, metric: str, by: str = "arm", start: int | None = None,
+                    end: int | None = None, confidence: float = 0.95, run: str = "run") -> pd.DataFrame:
+    """Fig. 8: per ``by`` group, the run with the best mean ``metric`` over epochs ``start..end``,
+    with that mean and its CI over those epochs.
+
+    Returns columns ``by, run, mean, low, high, epochs`` (one row per group, in group order).
+    """
+    w = long_df
+    if start is not None:
+        w = w[w["epoch"] >= start]
+    if end is not None:
+        w = w[w["epoch"] <= end]
+    if w.empty:
+        raise ValueError(f"no epochs of {metric!r} between {start} and {end}")
+    rows = []
+    for group, sub in w.groupby(by, sort=True):
+        means = sub.groupby(run)[metric].mean()
+        best = means.idxmax()
+        m, lo, hi = mean_ci(sub[sub[run] == best][metric].to_numpy(float), confidence)
+        rows.append({by: group, "run": best, "mean": m, "low": lo, "high": hi,
+                     "epochs": int((sub[run] == best).sum())})
+    return pd.DataFrame(rows, columns=[by, "run", "mean", "low", "high", "epochs"])

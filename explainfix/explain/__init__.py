@@ -4,7 +4,8 @@
 * :func:`spatial_saliency` - Eq. 4, one score per spatial kernel;
 * :func:`explainsteer` - spectra of every spatial conv of a model;
 * :func:`plot_explainsteer`, :func:`plot_ed_heatmap`, :func:`plot_spectra_lines` -
-  the pictures (matplotlib is imported only when they are called).
+  the pictures (matplotlib is imported only when they are called);
+* :func:`deletion_curve` - is the saliency faithful? metric as salient kernels are zeroed.
 """
 from explainfix.explain.explainsteer import ExplainSteerResult, LayerSpectra, explainsteer
 from explainfix.explain.saliency import spatial_saliency
@@ -21,6 +22,8 @@ __all__ = [
     "plot_explainsteer",
     "plot_ed_heatmap",
     "plot_spectra_lines",
+    "deletion_curve",
+    "DeletionCurve",
 ]
 
 
@@ -29,4 +32,8 @@ def __getattr__(name: str):
         from explainfix.explain import plot
 
         return getattr(plot, name)
+    if name in ("deletion_curve", "DeletionCurve"):
+        from explainfix.explain import faithfulness
+
+        return getattr(faithfulness, name)
     raise AttributeError(f"module 'explainfix.explain' has no attribute {name!r}")

@@ -50,6 +50,12 @@ class LayerSpectra:
             **{k: v for k, v in self.spectra.to_dict().items() if k != "shape"},
         }
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "LayerSpectra":
+        """The inverse of :meth:`to_dict`."""
+        shape = tuple(int(s) for s in d["kernel_shape"])
+        return cls(d["name"], d["type"], shape, int(d["n_kernels"]), Spectra.from_dict({**d, "shape": shape}))
+
 
 @dataclass(frozen=True)
 class ExplainSteerResult:
@@ -155,6 +161,11 @@ class ExplainSteerResult:
             "layers": [layer.to_dict() for layer in self.layers],
             "global": glob,
         }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ExplainSteerResult":
+        """The inverse of :meth:`to_dict` (e.g. a training run's ``explain/spectra.json``)."""
+        return cls(tuple(LayerSpectra.from_dict(layer) for layer in d["layers"]), d.get("saliency"), d.get("n_batches"))
 
 
 def explainsteer(

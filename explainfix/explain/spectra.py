@@ -62,6 +62,13 @@ class Spectra:
             "e0": None if self.e0 is None else self.e0.tolist(),
         }
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "Spectra":
+        """The inverse of :meth:`to_dict` (float64 tensors)."""
+        t = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+        return cls(t(d["ed"]), t(d["ed_raster"]), t(d["e1"]), None if d.get("e0") is None else t(d["e0"]),
+                   tuple(int(s) for s in d["shape"]), tuple(int(i) for i in d["order"]))
+
 
 def _kernel_shape(F: torch.Tensor, shape: Sequence[int] | None) -> tuple[int, ...]:
     if shape is None:

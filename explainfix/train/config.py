@@ -72,7 +72,8 @@ class ArmConfig(_Section):
 
     init: str = ARMS_LEARNED
     options: dict[str, Any] = Field(default_factory=dict, description="keyword options of the init")
-    guide: str | None = Field(None, description="guided_steer: the guide model (name or checkpoint)")
+    guide: str | None = Field(None, description="guided_steer: the guide model (name or checkpoint), or 'self': the model's own filters "
+                                "before they are fixed (its pretrained weights, as in the paper)")
     calibrate_batchnorm: int = Field(0, ge=0, description="re-estimate BN statistics on this many batches after the init")
 
 
@@ -141,6 +142,8 @@ class TrainConfig(_Section):
     epochs: int = Field(3, ge=1)
     max_steps_per_epoch: int | None = Field(None, ge=1, description="cap on steps per epoch (smoke runs)")
     loss: Literal["auto", "chexpert_focal", "bce", "pixel_bce", "cross_entropy"] = "auto"
+    test_every_epoch: bool = Field(False, description="also evaluate the test set after every epoch (test_* columns "
+                                   "of metrics.csv, for per-epoch test curves as in Figs. 8, D.1); never picks the best epoch")
     monitor: str = Field("auto", description="validation metric that picks the best epoch (auto: dice / auc / accuracy)")
     monitor_mode: Literal["auto", "max", "min"] = "auto"
     seed: int = Field(0, ge=0)

@@ -24,6 +24,8 @@ Output folder::
 """
 from __future__ import annotations
 
+import copy
+
 import csv
 import json
 import math
@@ -169,7 +171,8 @@ def build_arm(config: TrainConfig, data, *, progress: bool = True) -> Arm:
     if config.fixed:
         options = dict(config.arm.options)
         if config.arm.init == "guided_steer":
-            options["guide"] = _guide_model(config.arm.guide, data, config)
+            options["guide"] = (copy.deepcopy(model) if config.arm.guide == "self"
+                                else _guide_model(config.arm.guide, data, config))
         try:
             init_report = initialize(model, config.arm.init, seed=config.seed, **options)
         except TypeError as err:
@@ -371,6 +374,8 @@ def train(
     monitor, monitor_mode = default_monitor(data.task)
     if config.monitor != "auto":
         monitor = config.monitor
+    if monitor.startswith("test_"):
+        raise ConfigError(f"monitor {monitor!r} would pick the best epoch on the test set; monitor a val_ or train_ metric")
     if config.monitor_mode != "auto":
         monitor_mode = config.monitor_mode
     show = progress and dist.is_main
@@ -466,6 +471,10 @@ def train(
                                                 pin_memory=pin, rank=dist.rank, world_size=dist.world_size),
                                **evaluate_kwargs)
                 row.update({f"val_{k}": v for k, v in val.items() if k != "n"})
+            if config.test_every_epoch and data.test is not None:
+                test = evaluate(net, eval_loader(data.test, batch_size=eval_batch, workers=d.workers, pin_memory=pin,
+                                                 rank=dist.rank, world_size=dist.world_size), **evaluate_kwargs)
+                row.update({f"test_{k}": v for k, v in test.items() if k != "n"})
             scheduler.step()
             value = row.get(monitor)
             # without a validation metric the best model is the latest one
